@@ -1,0 +1,1 @@
+"""Dataset readers/writers (MeViS, Ref-YouTube-VOS, DAVIS)."""

@@ -1,0 +1,1 @@
+"""Training: datasets → Hungarian matching + losses → train loop (used by the ``train`` subcommand)."""

@@ -1,0 +1,224 @@
+"""Train loop for clip-rvos models (the ``train`` subcommand).
+
+Data: either procedural clips generated on the fly (:mod:`rvos_core.synthetic`, infinite, never
+repeating) or a MeViS-layout split (``train`` / ``valid_u``: ``JPEGImages/``, ``meta_expressions.json``,
+``mask_dict.json``). Each sample is (T globally sampled frames — seed 003 —, one expression, the masks
+of its referred objects). Optimiser AdamW with linear warm-up + cosine decay, gradient clipping,
+Hungarian-matched set losses (:mod:`rvos_core.training.losses`). Checkpoints (with optimizer state)
+are written atomically to ``OUT/last.pt`` so an interrupted run resumes; ``OUT/metrics.jsonl`` logs
+every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rvos_core.engines.clip_rvos import build_net, load_config, make_tokenizer, read_checkpoint, save_checkpoint, to_tensor
+from rvos_core.training.losses import LossWeights, model_loss
+
+
+@dataclass
+class TrainOptions:
+    """Options of one training run (all recorded in the checkpoint's ``train_info``)."""
+
+    config: str = "clip-rvos-tiny"
+    out_dir: str = "runs/clip-rvos-tiny"
+    data: str = "synthetic"  # "synthetic" or a MeViS split directory
+    steps: int = 2000
+    batch_size: int = 4
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    warmup: int = 100
+    clip_grad: float = 1.0
+    seed: int = 0
+    image_size: int = 128
+    device: str = "cpu"
+    log_every: int = 25
+    ckpt_every: int = 250
+    threads: int = 0
+    jpeg_prob: float = 0.5
+    amp: bool = False
+    compile: bool = False
+
+
+Sample = tuple[np.ndarray, str, np.ndarray]  # frames (T,H,W,3) uint8, expression, object masks (K,T,H,W) bool
+
+
+def synthetic_samples(seed: int, num_frames: int, size: int, jpeg_prob: float) -> Iterator[Sample]:
+    """Infinite stream of on-the-fly synthetic samples (see :func:`rvos_core.synthetic.generate_video`)."""
+    import cv2
+
+    from rvos_core.synthetic import generate_video
+
+    rng = np.random.default_rng(seed)
+    while True:
+        v = generate_video(rng, num_frames=num_frames, size=(size, size))
+        if not v.expressions:
+            continue
+        e = v.expressions[int(rng.integers(len(v.expressions)))]
+        frames = np.asarray(v.frames)
+        if rng.random() < jpeg_prob:  # the held-out split is stored as JPEG: learn its artefacts too
+            q = int(rng.integers(70, 96))
+            frames = np.stack([cv2.imdecode(cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_COLOR)[..., ::-1]
+                               for f in frames])
+        masks = np.asarray(v.masks)[list(e.obj_ids)] if e.obj_ids else np.zeros((0,) + frames.shape[:3], dtype=bool)
+        yield frames, e.text, masks
+
+
+def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int) -> Iterator[Sample]:
+    """Infinite stream of samples from a MeViS-layout split: a random (video, expression), T frames
+    sampled globally (one uniformly random frame per segment, seed 003), resized to ``size × size``."""
+    import cv2
+
+    from rvos_core.formats.mevis import read_mevis_split
+    from rvos_core.video import sample_global
+
+    split = read_mevis_split(split_dir)
+    if not split.has_masks:
+        raise ValueError(f"{split_dir}: split has no mask_dict.json; training needs masks (train or valid_u split)")
+    pairs = [(v, e) for v in split.videos for e in split.expressions(v)]
+    if not pairs:
+        raise ValueError(f"{split_dir}: no expressions found in meta_expressions.json")
+    rng = np.random.default_rng(seed)
+    while True:
+        video, exp_id = pairs[int(rng.integers(len(pairs)))]
+        n = len(split.frame_names(video))
+        idx = sample_global(n, num_frames, rng)
+        frames = np.stack([cv2.resize(split.frame(video, i), (size, size), interpolation=cv2.INTER_AREA) for i in idx])
+        exp = split.expressions(video)[exp_id]
+        objs = []
+        for anno in exp.anno_id:
+            per_frame = split.object_masks(anno)
+            m = np.stack([cv2.resize((per_frame[i] if per_frame[i] is not None else np.zeros(frames.shape[1:3], bool)).astype(np.uint8),
+                                     (size, size), interpolation=cv2.INTER_NEAREST).astype(bool) for i in idx])
+            objs.append(m)
+        masks = np.stack(objs) if objs else np.zeros((0, num_frames, size, size), dtype=bool)
+        yield frames, exp.exp, masks
+
+
+def collate(samples: list[Sample], cfg, tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Samples → frames ``(B, T, 3, S, S)``, tokens ``(B, L)``, per-sample targets ``(K, T, S/4, S/4)`` float (area-pooled)."""
+    x = torch.stack([to_tensor(f, cfg) for f, _, _ in samples])
+    tok = tokenizer([t for _, t, _ in samples])
+    h4, w4 = x.shape[-2] // 4, x.shape[-1] // 4
+    targets = []
+    for _, _, m in samples:
+        mt = torch.from_numpy(np.ascontiguousarray(m)).float()
+        if mt.shape[0]:
+            mt = F.interpolate(mt, size=(h4, w4), mode="area")
+        else:
+            mt = torch.zeros((0, x.shape[1], h4, w4))
+        targets.append(mt)
+    return x, tok, targets
+
+
+def lr_at(step: int, opts: TrainOptions) -> float:
+    """Linear warm-up then cosine decay to 5 % of ``opts.lr``."""
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    p = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
+    return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def train(opts: TrainOptions, progress: bool = True) -> Path:
+    """Run (or resume) training; returns the path of the final fp16 checkpoint ``OUT/final.pt``.
+
+    Resumes from ``OUT/last.pt`` when it exists (same config required).
+    """
+    from tqdm import tqdm
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    torch.manual_seed(opts.seed)
+    out = Path(opts.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(opts.config)
+    device = torch.device(opts.device)
+    last = out / "last.pt"
+    net = build_net(cfg, checkpoint=None, backbone_path=_backbone_for_training(cfg))
+    start_step, elapsed = 0, 0.0
+    params = [p for p in net.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    if last.exists():
+        ck = read_checkpoint(last)
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()},
+                            strict=not (cfg.freeze_backbone and cfg.clip.get("source") == "open_clip"))
+        if "optimizer" in ck:
+            optim.load_state_dict(ck["optimizer"])
+        start_step = int(ck["train_info"].get("step", 0))
+        elapsed = float(ck["train_info"].get("wall_seconds", 0.0))
+    net.to(device).train()
+    model = torch.compile(net) if (opts.compile and device.type == "cuda") else net
+    tokenizer = make_tokenizer(cfg)
+    if opts.data == "synthetic":
+        stream = synthetic_samples(opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size, opts.jpeg_prob)
+    else:
+        stream = mevis_samples(opts.data, opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size)
+    weights = LossWeights()
+    log = (out / "metrics.jsonl").open("a")
+    bar = tqdm(range(start_step, opts.steps), initial=start_step, total=opts.steps, disable=not progress, desc="train")
+    t_last = time.perf_counter()
+    running: dict[str, float] = {}
+    for step in bar:
+        samples = [next(stream) for _ in range(opts.batch_size)]
+        x, tok, targets = collate(samples, cfg, tokenizer)
+        x, tok = x.to(device), tok.to(device)
+        targets = [t.to(device) for t in targets]
+        for g in optim.param_groups:
+            g["lr"] = lr_at(step, opts)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp):
+            outp = model(x, tok)
+        outp = _to_float(outp)
+        losses = model_loss(outp, targets, weights)
+        optim.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        torch.nn.utils.clip_grad_norm_(params, opts.clip_grad)
+        optim.step()
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if (step + 1) % opts.log_every == 0:
+            now = time.perf_counter()
+            elapsed += now - t_last
+            t_last = now
+            rec = {"step": step + 1, "lr": lr_at(step, opts), "wall_seconds": round(elapsed, 1),
+                   **{k: round(v / opts.log_every, 5) for k, v in running.items()}}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{rec['total']:.3f}", dice=f"{rec['dice']:.3f}", score=f"{rec['score']:.3f}")
+            running = {}
+        if (step + 1) % opts.ckpt_every == 0 or step + 1 == opts.steps:
+            elapsed += time.perf_counter() - t_last
+            t_last = time.perf_counter()
+            info = {"step": step + 1, "wall_seconds": elapsed, "options": asdict(opts)}
+            save_checkpoint(net, last, info, half=False, optimizer_state=optim.state_dict())
+    log.close()
+    ck = read_checkpoint(last)
+    net.eval()
+    return save_checkpoint(net, out / "final.pt", ck["train_info"], half=True)
+
+
+def _to_float(o: Any) -> Any:
+    if isinstance(o, torch.Tensor):
+        return o.float()
+    if isinstance(o, dict):
+        return {k: _to_float(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_to_float(v) for v in o]
+    return o
+
+
+def _backbone_for_training(cfg) -> str | None:
+    if cfg.clip.get("source") != "open_clip":
+        return None
+    from rvos_core.weights import require
+
+    return str(require(cfg.clip["weight"]))

@@ -1,0 +1,185 @@
+"""clip-rvos network, matcher, losses, checkpoints and whole-video inference (tiny random-init configs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rvos_core.engines.clip_rvos import (
+    CheckpointError,
+    ClipRvosEngine,
+    build_net,
+    frame_groups,
+    load_config,
+    make_tokenizer,
+    read_checkpoint,
+    resize_for_model,
+    save_checkpoint,
+)
+from rvos_core.engines.clip_rvos_model import ClipRvosConfig
+from rvos_core.training.losses import hungarian_match, model_loss
+
+
+def micro_config(**over) -> ClipRvosConfig:
+    """A very small clip-rvos config (random init) for fast tests."""
+    d = json.loads(json.dumps(load_config("clip-rvos-tiny").to_dict()))
+    d["clip"]["text_cfg"].update({"width": 32, "heads": 2, "layers": 1, "vocab_size": 49408})
+    d["clip"]["embed_dim"] = 32
+    d.update({"name": "clip-rvos-micro", "hidden_dim": 32, "num_queries": 3, "dec_layers": 2, "nheads": 2,
+              "num_frames": 4, "input_size": 64, "checkpoint": None})
+    d.update(over)
+    return ClipRvosConfig.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_net(micro_config())
+
+
+def test_forward_shapes_and_dtypes(net):
+    x = torch.randn(2, 4, 3, 64, 96)
+    tok = make_tokenizer(net.cfg)(["the red circle moving left", "the two squares"])
+    out = net(x, tok)
+    assert out["pred_masks"].shape == (2, 3, 4, 16, 24)
+    assert out["pred_logits"].shape == (2, 3)
+    assert out["pred_masks"].dtype == torch.float32
+    assert len(out["aux"]) == 1 and out["aux"][0]["pred_masks"].shape == (2, 3, 4, 16, 24)
+
+
+def test_forward_rejects_bad_shapes(net):
+    tok = make_tokenizer(net.cfg)(["x"])
+    with pytest.raises(ValueError, match="multiples of 32"):
+        net(torch.randn(1, 4, 3, 60, 64), tok)
+    with pytest.raises(ValueError, match=r"\(B, T, 3, H, W\)"):
+        net(torch.randn(4, 3, 64, 64), tok)
+
+
+def test_text_changes_output(net):
+    """The expression must influence the masks (cross-modal fusion is wired in)."""
+    x = torch.randn(1, 4, 3, 64, 64)
+    tk = make_tokenizer(net.cfg)
+    with torch.no_grad():
+        a = net(x, tk(["the red circle"]))["pred_masks"]
+        b = net(x, tk(["a big blue square moving up fast"]))["pred_masks"]
+    assert not torch.allclose(a, b)
+
+
+def test_hungarian_match_hand_case():
+    # query 0 predicts object B, query 2 predicts object A, query 1 predicts nothing
+    a = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    b = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    big = 10.0
+    pred = torch.stack([(b * 2 - 1) * big, -torch.ones(4) * big, (a * 2 - 1) * big])
+    qi, ti = hungarian_match(pred, torch.zeros(3), torch.stack([a, b]))
+    pairs = dict(zip(ti.tolist(), qi.tolist()))
+    assert pairs == {0: 2, 1: 0}
+
+
+def test_hungarian_match_no_targets():
+    qi, ti = hungarian_match(torch.randn(3, 8), torch.randn(3), torch.zeros(0, 8))
+    assert len(qi) == 0 and len(ti) == 0
+
+
+def test_training_steps_reduce_loss_on_fixed_batch():
+    torch.manual_seed(1)
+    cfg = micro_config()
+    net = build_net(cfg).train()
+    x = torch.randn(2, 4, 3, 64, 64)
+    tok = make_tokenizer(cfg)(["the left square", "the two circles"])
+    t1 = torch.zeros(1, 4, 16, 16)
+    t1[..., 2:8, 2:8] = 1
+    t2 = torch.zeros(2, 4, 16, 16)
+    t2[0, ..., 9:14, 9:14] = 1
+    t2[1, ..., 1:5, 10:15] = 1
+    targets = [t1, t2]
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(25):
+        loss = model_loss(net(x, tok), targets)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_checkpoint_round_trip_identical_outputs(tmp_path, net):
+    path = save_checkpoint(net, tmp_path / "m.pt", {"step": 3}, half=False)
+    net2 = build_net(net.cfg, checkpoint=path)
+    x = torch.randn(1, 4, 3, 64, 64)
+    tok = make_tokenizer(net.cfg)(["the dog"])
+    with torch.no_grad():
+        a, b = net.eval()(x, tok), net2(x, tok)
+    assert torch.equal(a["pred_masks"], b["pred_masks"])
+    assert read_checkpoint(path)["train_info"]["step"] == 3
+
+
+def test_checkpoint_errors(tmp_path, net):
+    path = save_checkpoint(net, tmp_path / "m.pt", half=True)
+    ck = torch.load(path, weights_only=True)
+    del ck["state_dict"]["score_head.weight"]
+    torch.save(ck, tmp_path / "broken.pt")
+    with pytest.raises(CheckpointError, match="score_head.weight"):
+        build_net(net.cfg, checkpoint=tmp_path / "broken.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        read_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        read_checkpoint(tmp_path / "nope.pt")
+    other = micro_config(num_queries=5)
+    with pytest.raises(CheckpointError, match="num_queries"):
+        build_net(other, checkpoint=path)
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(ValueError, match="clip-rvos-tiny"):
+        load_config("no-such-model")
+
+
+def test_frame_groups_cover_every_frame_once_and_span_the_clip():
+    for n, t in [(50, 8), (7, 8), (8, 8), (61, 8), (1, 8)]:
+        groups = frame_groups(n, t)
+        flat = sorted(i for g in groups for i in g)
+        assert flat == list(range(n))
+        assert all(len(g) <= t for g in groups)
+        if n >= t:  # global: every group reaches the last segment of the clip
+            assert all(g[-1] >= n - len(groups) for g in groups)
+
+
+def test_resize_for_model_multiple_of_32():
+    out = resize_for_model(np.zeros((480, 854, 3), np.uint8), 128)
+    assert out.shape[0] % 32 == 0 and out.shape[1] % 32 == 0 and out.shape[0] == 128
+    assert abs(out.shape[1] / out.shape[0] - 854 / 480) < 0.15
+
+
+class _ArrayVideo:
+    """Minimal VideoSource stand-in over an in-memory array."""
+
+    def __init__(self, frames):
+        from types import SimpleNamespace
+
+        self.frames = frames
+        self.meta = SimpleNamespace(num_frames=len(frames), height=frames.shape[1], width=frames.shape[2], fps=10.0)
+        self.video_id = "array"
+
+    def get_frame(self, i):
+        return self.frames[i]
+
+
+def test_engine_segment_gives_a_mask_for_every_frame(net):
+    eng = ClipRvosEngine(net.cfg, net)
+    frames = np.random.default_rng(0).integers(0, 255, (11, 50, 70, 3), dtype=np.uint8)
+    seen = []
+    res = eng.segment(_ArrayVideo(frames), "the object", progress=lambda d, t, m: seen.append((d, t)))
+    assert res.num_frames == 11 and (res.height, res.width) == (50, 70)
+    assert res.masklets, "at least one masklet (the best query) is always reported"
+    for m in res.masklets:
+        assert m.masks.shape == (11, 50, 70) and m.masks.dtype == bool
+        assert 0.0 <= m.score <= 1.0
+    assert seen[-1] == (11, 11)
+    with pytest.raises(ValueError, match="expression is empty"):
+        eng.segment(_ArrayVideo(frames), "   ")
