@@ -68,7 +68,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     opts = TrainOptions(config=a.model, out_dir=a.out, data=a.data, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                         seed=a.seed, image_size=a.image_size, device=a.device, threads=a.threads, amp=a.amp,
-                        compile=a.compile)
+                        compile=a.compile, time_budget_min=a.time_budget_min)
     path = train(opts)
     print(f"checkpoint: {path}")
     if a.eval_split:
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=0)
     s.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
     s.add_argument("--compile", action="store_true", help="torch.compile (GPU)")
+    s.add_argument("--time-budget-min", type=float, default=0.0, help="stop after this many minutes; LR schedule follows time")
     s.add_argument("--eval-split", default=None, help="score the final checkpoint on this split")
     s.set_defaults(func=cmd_train)
 

@@ -48,6 +48,7 @@ class TrainOptions:
     jpeg_prob: float = 0.5
     amp: bool = False
     compile: bool = False
+    time_budget_min: float = 0.0  # > 0: stop after this much training wall time; the LR schedule follows time
 
 
 Sample = tuple[np.ndarray, str, np.ndarray]  # frames (T,H,W,3) uint8, expression, object masks (K,T,H,W) bool
@@ -121,11 +122,14 @@ def collate(samples: list[Sample], cfg, tokenizer) -> tuple[torch.Tensor, torch.
     return x, tok, targets
 
 
-def lr_at(step: int, opts: TrainOptions) -> float:
-    """Linear warm-up then cosine decay to 5 % of ``opts.lr``."""
+def lr_at(step: int, opts: TrainOptions, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up then cosine decay to 5 % of ``opts.lr``. With a time budget, progress is the
+    larger of the step fraction and the fraction of the budget already spent."""
     if step < opts.warmup:
         return opts.lr * (step + 1) / opts.warmup
     p = (step - opts.warmup) / max(1, opts.steps - opts.warmup)
+    if opts.time_budget_min > 0:
+        p = max(p, elapsed_s / (opts.time_budget_min * 60.0))
     return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
 
 
@@ -173,8 +177,10 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
         x, tok, targets = collate(samples, cfg, tokenizer)
         x, tok = x.to(device), tok.to(device)
         targets = [t.to(device) for t in targets]
+        now_elapsed = elapsed + (time.perf_counter() - t_last)
+        lr = lr_at(step, opts, now_elapsed)
         for g in optim.param_groups:
-            g["lr"] = lr_at(step, opts)
+            g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp):
             outp = model(x, tok)
         outp = _to_float(outp)
@@ -189,17 +195,20 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
             now = time.perf_counter()
             elapsed += now - t_last
             t_last = now
-            rec = {"step": step + 1, "lr": lr_at(step, opts), "wall_seconds": round(elapsed, 1),
+            rec = {"step": step + 1, "lr": lr, "wall_seconds": round(elapsed, 1),
                    **{k: round(v / opts.log_every, 5) for k, v in running.items()}}
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{rec['total']:.3f}", dice=f"{rec['dice']:.3f}", score=f"{rec['score']:.3f}")
             running = {}
-        if (step + 1) % opts.ckpt_every == 0 or step + 1 == opts.steps:
+        out_of_time = opts.time_budget_min > 0 and now_elapsed >= opts.time_budget_min * 60.0
+        if (step + 1) % opts.ckpt_every == 0 or step + 1 == opts.steps or out_of_time:
             elapsed += time.perf_counter() - t_last
             t_last = time.perf_counter()
             info = {"step": step + 1, "wall_seconds": elapsed, "options": asdict(opts)}
             save_checkpoint(net, last, info, half=False, optimizer_state=optim.state_dict())
+            if out_of_time:
+                break
     log.close()
     ck = read_checkpoint(last)
     net.eval()

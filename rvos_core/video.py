@@ -1,0 +1,615 @@
+"""Video access for RVOS: lazy frame reading with a bounded cache, frame sampling, mp4 writing.
+
+A *video* is either a video file (``.mp4 .webm .avi .mov .mkv``, decoded with decord) or a folder
+of frames (``.jpg .jpeg .png``, sorted naturally so ``2.jpg`` comes before ``10.jpg``). Frames are
+always returned as ``(H, W, 3) uint8`` RGB arrays at the video's original size.
+
+Frame names follow MeViS: ``"00000", "00001", …`` (5 digits) for video files; for frame folders the
+file stems are kept (so predictions can be written back under the dataset's own names).
+
+Nothing happens at import time; decord and imageio are imported when first needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from rvos_core.masks import atomic_output_path
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "FRAME_EXTENSIONS",
+    "DEFAULT_FOLDER_FPS",
+    "VideoError",
+    "VideoMeta",
+    "VideoSource",
+    "open_video",
+    "natural_sort_key",
+    "sample_global",
+    "sample_local",
+    "write_video_mp4",
+]
+
+#: Video-file extensions decoded with decord (lower case, compared case-insensitively).
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".webm", ".avi", ".mov", ".mkv")
+#: Frame-image extensions accepted inside a frame folder.
+FRAME_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+#: Frame rate given to a frame folder when the caller passes none (DAVIS is 24 fps).
+DEFAULT_FOLDER_FPS = 24.0
+
+_NATURAL_SPLIT = re.compile(r"(\d+)")
+
+
+class VideoError(ValueError):
+    """A video file or frame folder cannot be opened or decoded; the message names the path."""
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    """Geometry and timing of a video.
+
+    Attributes:
+        path: the path the video was opened from (file or folder), as given.
+        num_frames: number of frames T ≥ 1.
+        fps: frames per second (> 0).
+        width, height: frame size W × H in pixels.
+        frame_names: T names; ``"00000", "00001", …`` for video files, file stems in natural order
+            for frame folders.
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    frame_names: tuple[str, ...]
+
+
+def natural_sort_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders digit runs by value: ``"2.jpg" < "10.jpg"``, ``"a9" < "a10"``.
+
+    Text runs compare case-insensitively; the full name breaks ties so the order is total.
+    """
+    parts = _NATURAL_SPLIT.split(name)
+    key = tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
+    return (key, name)
+
+
+def _to_numpy(frame: Any) -> np.ndarray:
+    """decord returns its own NDArray (or a torch tensor if a bridge was set globally)."""
+    if hasattr(frame, "asnumpy"):
+        return frame.asnumpy()
+    if hasattr(frame, "numpy"):
+        return frame.numpy()
+    return np.asarray(frame)
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_fps(value: Any, what: str = "fps") -> float:
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a positive number, got {value!r}") from None
+    if not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"{what} must be a positive finite number, got {value!r}")
+    return fps
+
+
+class _FileBackend:
+    """A decord reader for one video file. Not thread-safe: VideoSource serialises calls."""
+
+    def __init__(self, path: Path) -> None:
+        import decord  # imported lazily: nothing at import time
+
+        self.path = path
+        self.padded_rows = False
+        try:
+            self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        except Exception as exc:  # decord raises DECORDError (a RuntimeError) on bad input
+            raise VideoError(
+                f"{path}: cannot open as a video ({type(exc).__name__}: {_first_line(exc)}); "
+                f"expected a readable {'/'.join(VIDEO_EXTENSIONS)} file"
+            ) from None
+        self.num_frames = len(self.reader)
+        if self.num_frames <= 0:
+            raise VideoError(f"{path}: video has 0 frames; expected at least 1")
+        try:
+            fps = float(self.reader.get_avg_fps())
+        except Exception:
+            fps = float("nan")
+        self.native_fps = fps if math.isfinite(fps) and fps > 0 else None
+        self.frame0 = self.read(0)
+        self.height, self.width = self.frame0.shape[:2]
+
+    def read(self, index: int) -> np.ndarray:
+        try:
+            frame = _to_numpy(self.reader[index])
+        except Exception as exc:
+            raise VideoError(f"{self.path}: cannot decode frame {index} ({_first_line(exc)})") from None
+        if frame.ndim == 3 and frame.shape[2] > 3:
+            self.padded_rows = True
+            frame = _unpad_rows(frame)
+        return _as_rgb(frame, f"{self.path} frame {index}")
+
+    def read_many(self, indices: list[int]) -> list[np.ndarray]:
+        if self.padded_rows or len(indices) == 1:
+            return [self.read(i) for i in indices]  # decord's get_batch fails on padded rows
+        try:
+            batch = _to_numpy(self.reader.get_batch(indices))
+        except Exception as exc:
+            raise VideoError(f"{self.path}: cannot decode frames {indices[:8]} ({_first_line(exc)})") from None
+        return [_as_rgb(batch[k], f"{self.path} frame {i}") for k, i in enumerate(indices)]
+
+    def close(self) -> None:
+        self.reader = None
+
+
+class _FolderBackend:
+    """A folder of frame images; the size of frame 0 is read from its header only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        files = [p for p in path.iterdir() if _is_frame_file(p)]
+        if not files:
+            raise VideoError(
+                f"{path}: folder holds no frames; expected {'/'.join(FRAME_EXTENSIONS)} images"
+            )
+        files.sort(key=lambda p: natural_sort_key(p.name))
+        stems = [p.stem for p in files]
+        if len(set(stems)) != len(stems):
+            dupes = sorted({s for s in stems if stems.count(s) > 1})
+            raise VideoError(f"{path}: frames share a name with different extensions: {dupes[:5]}")
+        self.files = files
+        self.frame_names = tuple(stems)
+        self.num_frames = len(files)
+        self.width, self.height = _image_size(files[0])
+
+    def read(self, index: int) -> np.ndarray:
+        import cv2
+
+        file = self.files[index]
+        bgr = cv2.imread(str(file), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if bgr is None:
+            raise VideoError(f"{file}: cannot decode frame image; expected a readable JPEG/PNG")
+        if bgr.shape[:2] != (self.height, self.width):
+            raise VideoError(
+                f"{file}: frame size {bgr.shape[1]}x{bgr.shape[0]} differs from frame 0 "
+                f"({self.files[0].name}) size {self.width}x{self.height}; all frames must match"
+            )
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def read_many(self, indices: list[int]) -> list[np.ndarray]:
+        return [self.read(i) for i in indices]
+
+    def close(self) -> None:
+        pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _is_frame_file(p: Path) -> bool:
+    return not p.name.startswith(".") and p.suffix.lower() in FRAME_EXTENSIONS and p.is_file()
+
+
+def _image_size(file: Path) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (UnidentifiedImageError, OSError) as exc:
+        raise VideoError(f"{file}: cannot read frame image ({_first_line(exc)}); expected a JPEG/PNG") from None
+
+
+def _unpad_rows(frame: np.ndarray) -> np.ndarray:
+    """Undo decord 0.6's row-padding bug (dmlc/decord#93, #336).
+
+    For narrow videos whose RGB row (3·W bytes) is padded by FFmpeg, decord reports the frame as
+    ``(H, W, linesize / W)``; each row really holds 3·W bytes of RGB followed by padding.
+    """
+    h, w, c = frame.shape
+    return frame.reshape(h, w * c)[:, : 3 * w].reshape(h, w, 3)
+
+
+def _as_rgb(frame: np.ndarray, what: str) -> np.ndarray:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise VideoError(f"{what}: decoded frame has shape {frame.shape} {frame.dtype}; expected (H, W, 3) uint8")
+    return np.ascontiguousarray(frame)
+
+
+class VideoSource:
+    """Lazy, thread-safe access to the frames of one video file or frame folder.
+
+    Opening reads metadata only (plus frame 0 for a video file, whose size decord reports only by
+    decoding it; a frame folder's size comes from frame 0's header). Frames are decoded on demand
+    and kept in a bounded LRU cache of ``cache_size`` frames (0 disables caching).
+
+    Args:
+        path: a video file (``.mp4 .webm .avi .mov .mkv``) or a folder of ``.jpg/.jpeg/.png`` frames
+            (natural sort; other files and hidden files are ignored).
+        cache_size: maximum number of decoded frames kept in memory (int ≥ 0). Each 854×480 frame
+            is 1.2 MB.
+        fps: frames per second. For a folder: this value, default 24.0. For a video file: overrides
+            the container's rate when given; if the container has no usable rate, 24.0.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        VideoError: unsupported extension, empty folder, empty/corrupt/non-video file, 0 frames.
+        ValueError: bad ``cache_size`` or ``fps``.
+
+    Thread safety: all methods may be called from several threads; decoding is serialised
+    because decord readers are not thread-safe.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], cache_size: int = 32, fps: float | None = None) -> None:
+        self._cache_size = _check_positive_int("cache_size", cache_size, minimum=0)
+        user_fps = None if fps is None else _check_fps(fps)
+        self._path = Path(path)
+        self._backend = _open_backend(self._path)
+        self._read_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._hits = 0
+        self._misses = 0
+        self._video_id: str | None = None
+        self._meta = self._build_meta(user_fps)
+        if isinstance(self._backend, _FileBackend):
+            self._cache_put(0, self._backend.frame0)  # decoded anyway to learn the size
+            self._backend.frame0 = None
+
+    def _build_meta(self, user_fps: float | None) -> VideoMeta:
+        b = self._backend
+        if isinstance(b, _FileBackend):
+            fps = user_fps or b.native_fps or DEFAULT_FOLDER_FPS
+            names = tuple(f"{i:05d}" for i in range(b.num_frames))
+        else:
+            fps = user_fps or DEFAULT_FOLDER_FPS
+            names = b.frame_names
+        return VideoMeta(os.fspath(self._path), b.num_frames, float(fps), int(b.width), int(b.height), names)
+
+    # ----- metadata
+
+    @property
+    def meta(self) -> VideoMeta:
+        """The video's :class:`VideoMeta` (frame count, fps, size, frame names)."""
+        return self._meta
+
+    @property
+    def path(self) -> str:
+        """The path the video was opened from."""
+        return self._meta.path
+
+    @property
+    def is_folder(self) -> bool:
+        """True for a frame folder, False for a video file."""
+        return isinstance(self._backend, _FolderBackend)
+
+    @property
+    def video_id(self) -> str:
+        """Stable 16-hex-digit id: sha1 of the absolute path + size + mtime (of every frame for a folder).
+
+        The same unchanged file gives the same id across processes; editing it changes the id, so
+        it is safe as a cache key for embeddings or masks.
+        """
+        if self._video_id is None:
+            self._video_id = _compute_video_id(self._path, self._backend)
+        return self._video_id
+
+    def __len__(self) -> int:
+        return self._meta.num_frames
+
+    def __repr__(self) -> str:
+        m = self._meta
+        return f"VideoSource({m.path!r}, frames={m.num_frames}, {m.width}x{m.height}, fps={m.fps:g})"
+
+    # ----- frames
+
+    def get_frame(self, index: int) -> np.ndarray:
+        """Frame ``index`` as ``(H, W, 3) uint8`` RGB (a fresh copy the caller may modify).
+
+        Raises:
+            IndexError: ``index`` outside ``[0, num_frames - 1]`` (negative indices are refused).
+            VideoError: the frame cannot be decoded, or the source is closed.
+        """
+        index = self._check_index(index)
+        cached = self._cache_get(index)
+        if cached is not None:
+            return cached.copy()
+        frame = self._read(index)
+        self._cache_put(index, frame)
+        return frame.copy()
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as ``(N, H, W, 3) uint8`` RGB.
+
+        Uncached frames are decoded in one batch (sorted), which is much faster than one by one
+        for a video file.
+
+        Raises:
+            IndexError: an index outside ``[0, num_frames - 1]``.
+            ValueError: ``indices`` is empty.
+        """
+        idx = [self._check_index(i) for i in indices]
+        if not idx:
+            raise ValueError(f"{self.path}: get_frames needs at least one index, got an empty list")
+        found: dict[int, np.ndarray] = {}
+        for i in set(idx):
+            cached = self._cache_get(i)
+            if cached is not None:
+                found[i] = cached
+        missing = sorted(set(idx) - found.keys())
+        if missing:
+            with self._read_lock:
+                backend = self._require_open()
+                frames = backend.read_many(missing)
+            for i, frame in zip(missing, frames):
+                found[i] = frame
+                self._cache_put(i, frame)
+        return np.stack([found[i] for i in idx])
+
+    def iter_frames(self) -> Iterator[np.ndarray]:
+        """Yield every frame in order as ``(H, W, 3) uint8`` RGB (decoded one at a time)."""
+        for i in range(len(self)):
+            yield self.get_frame(i)
+
+    def cache_info(self) -> dict[str, int]:
+        """``{"hits", "misses", "size", "maxsize"}`` of the frame cache (counts of frames)."""
+        with self._cache_lock:
+            return {"hits": self._hits, "misses": self._misses, "size": len(self._cache), "maxsize": self._cache_size}
+
+    # ----- lifecycle
+
+    def close(self) -> None:
+        """Release the decoder and drop cached frames; later frame reads raise :class:`VideoError`."""
+        with self._read_lock:
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+        with self._cache_lock:
+            self._cache.clear()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._backend is None
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- internals
+
+    def _check_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"{self.path}: frame index must be an int, got {index!r}")
+        n = self._meta.num_frames
+        if not 0 <= index < n:
+            raise IndexError(f"{self.path}: frame index {index} out of range [0, {n - 1}]")
+        return int(index)
+
+    def _require_open(self) -> _FileBackend | _FolderBackend:
+        if self._backend is None:
+            raise VideoError(f"{self.path}: video source is closed")
+        return self._backend
+
+    def _read(self, index: int) -> np.ndarray:
+        with self._read_lock:
+            return self._require_open().read(index)
+
+    def _cache_get(self, index: int) -> np.ndarray | None:
+        with self._cache_lock:
+            frame = self._cache.get(index)
+            if frame is None:
+                self._misses += 1
+                return None
+            self._cache.move_to_end(index)
+            self._hits += 1
+            return frame
+
+    def _cache_put(self, index: int, frame: np.ndarray) -> None:
+        if self._cache_size == 0:
+            return
+        with self._cache_lock:
+            self._cache[index] = frame
+            self._cache.move_to_end(index)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+
+def _open_backend(path: Path) -> _FileBackend | _FolderBackend:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such video file or frame folder")
+    if path.is_dir():
+        return _FolderBackend(path)
+    if path.suffix.lower() not in VIDEO_EXTENSIONS:
+        raise VideoError(
+            f"{path}: unsupported extension {path.suffix!r}; expected a video file "
+            f"({' '.join(VIDEO_EXTENSIONS)}) or a folder of {'/'.join(FRAME_EXTENSIONS)} frames"
+        )
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: file is empty (0 bytes); expected a video")
+    return _FileBackend(path)
+
+
+def _compute_video_id(path: Path, backend: _FileBackend | _FolderBackend | None) -> str:
+    h = hashlib.sha1()
+    h.update(os.fspath(path.resolve()).encode("utf-8", "surrogateescape"))
+    files = backend.files if isinstance(backend, _FolderBackend) else [path]
+    for f in files:
+        st = f.stat()
+        h.update(f"|{f.name}|{st.st_size}|{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def open_video(path: str | os.PathLike[str], **kwargs: Any) -> VideoSource:
+    """Open a video file or frame folder lazily; keyword arguments go to :class:`VideoSource`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names it).
+        VideoError: unsupported extension, empty folder, empty/corrupt/non-video file, 0 frames.
+    """
+    return VideoSource(path, **kwargs)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _check_rng(rng: Any) -> None:
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator or None, got {type(rng).__name__}")
+
+
+def _repeat_all(num_frames: int, num_samples: int) -> list[int]:
+    """Every frame, repeated in order to length ``num_samples`` (needs num_frames ≤ num_samples)."""
+    return [k * num_frames // num_samples for k in range(num_samples)]
+
+
+def sample_global(num_frames: int, num_samples: int, rng: np.random.Generator | None = None) -> list[int]:
+    """Global sampling: one frame from each of ``num_samples`` equal segments covering the clip.
+
+    Source: seed 003 (2nd place, MeViS track, CVPR 2024 PVUW challenge, §3.2 "global sampling"):
+    "divide the entire video into a set of segments and sample one frame randomly in each segment",
+    so the model sees the whole clip instead of a local window (as in TSN's segment sampling).
+
+    Segment k covers frames ``ceil(k·T/S) … ceil((k+1)·T/S) − 1`` (T = num_frames, S = num_samples).
+    With ``rng`` a frame is drawn uniformly within each segment (training); without it the middle
+    frame (lower middle for an even count) is taken (inference, deterministic).
+    If T < S, every frame is returned, each repeated in order, so the length is still S.
+
+    Returns:
+        ``num_samples`` frame indices in ``[0, num_frames − 1]``, sorted ascending (strictly
+        increasing when T ≥ S).
+
+    Raises:
+        ValueError: num_frames < 1, num_samples < 1, non-int arguments, rng not a Generator.
+    """
+    t = _check_positive_int("num_frames", num_frames)
+    s = _check_positive_int("num_samples", num_samples)
+    _check_rng(rng)
+    if t < s:
+        return _repeat_all(t, s)
+    starts = [-(-k * t // s) for k in range(s + 1)]  # exact integer ceil(k*t/s)
+    out: list[int] = []
+    for lo, end in zip(starts[:-1], starts[1:]):
+        hi = end - 1
+        out.append(int(rng.integers(lo, hi + 1)) if rng is not None else (lo + hi) // 2)
+    return out
+
+
+def sample_local(num_frames: int, num_samples: int, start: int) -> list[int]:
+    """Local sampling: ``num_samples`` consecutive frames starting at ``start``.
+
+    The window is clamped to the clip: ``start`` is moved into ``[0, num_frames − num_samples]``.
+    If the clip is shorter than ``num_samples``, every frame is returned, repeated in order to
+    length ``num_samples`` (as :func:`sample_global` does). This is the baseline that seed 003
+    (§3.2) compares global sampling against.
+
+    Raises:
+        ValueError: num_frames < 1, num_samples < 1, non-int arguments.
+    """
+    t = _check_positive_int("num_frames", num_frames)
+    s = _check_positive_int("num_samples", num_samples)
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)):
+        raise ValueError(f"start must be an int, got {start!r}")
+    if t < s:
+        return _repeat_all(t, s)
+    first = min(max(int(start), 0), t - s)
+    return list(range(first, first + s))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _prepare_frame(frame: Any, index: int, size: tuple[int, int] | None) -> np.ndarray:
+    arr = np.asarray(frame)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"frame {index}: got shape {arr.shape} {arr.dtype}; expected (H, W, 3) uint8 RGB")
+    if size is not None and arr.shape[:2] != size:
+        raise ValueError(f"frame {index}: size {arr.shape[1]}x{arr.shape[0]} differs from frame 0 ({size[1]}x{size[0]})")
+    pad_h, pad_w = arr.shape[0] % 2, arr.shape[1] % 2
+    if pad_h or pad_w:
+        arr = np.pad(arr, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return np.ascontiguousarray(arr)
+
+
+def write_video_mp4(
+    path: str | os.PathLike[str], frames: Iterable[np.ndarray], fps: float, crf: int = 18
+) -> int:
+    """Write RGB frames as an H.264 (libx264, yuv420p) ``.mp4`` via imageio-ffmpeg, atomically.
+
+    yuv420p needs even width and height: an odd size is **padded** by one pixel on the bottom
+    and/or right, replicating the last row/column (no pixel of the input is lost), so a 853×479
+    clip is stored as 854×480. Frames are streamed (not held in memory). The file appears only
+    when complete: frames go to a temp file in the same folder, then ``os.replace``; the temp
+    file is removed on any error. Missing parent folders are created.
+
+    Args:
+        path: output file; must end in ``.mp4``.
+        frames: iterable of ``(H, W, 3) uint8`` RGB arrays, all the same size.
+        fps: frames per second (> 0; fractional rates such as 14.985 are kept).
+        crf: x264 constant rate factor 0–51 (lower = better; 18 is visually near-lossless).
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        ValueError: bad extension, fps or crf; a frame of the wrong shape/dtype/size; no frames.
+    """
+    out = Path(path)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"{out}: write_video_mp4 writes H.264 .mp4 files; expected a path ending in .mp4")
+    fps = _check_fps(fps)
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+        raise ValueError(f"crf must be an int in [0, 51], got {crf!r}")
+    with atomic_output_path(out) as tmp:
+        count = _encode_frames(tmp, frames, fps, int(crf))
+        if count == 0:
+            raise ValueError(f"{out}: no frames given; expected at least one (H, W, 3) uint8 frame")
+    return count
+
+
+def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int) -> int:
+    import imageio.v2 as imageio
+
+    writer = None
+    size: tuple[int, int] | None = None
+    count = 0
+    try:
+        for count, frame in enumerate(frames, start=1):
+            arr = _prepare_frame(frame, count - 1, size)
+            if writer is None:
+                size = np.asarray(frame).shape[:2]
+                writer = imageio.get_writer(
+                    str(tmp), format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                    pixelformat="yuv420p", macro_block_size=1, quality=None,
+                    ffmpeg_log_level="error",
+                    output_params=["-crf", str(crf), "-movflags", "+faststart"],
+                )
+            writer.append_data(arr)
+    finally:
+        if writer is not None:
+            writer.close()
+    return count
