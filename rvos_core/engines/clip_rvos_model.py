@@ -219,6 +219,7 @@ class ClipRvosNet(nn.Module):
     Returns a dict:
         ``pred_masks``: ``(B, Q, T, H/4, W/4)`` mask logits;
         ``pred_logits``: ``(B, Q)`` referring-score logits (sigmoid → probability the query is a referred object);
+        ``dense``: ``(B, T, H/4, W/4)`` logits of the dense referring map (union of all referred objects);
         ``aux``: list of ``{"pred_masks", "pred_logits"}`` from earlier decoder layers (deep supervision).
     """
 
@@ -244,6 +245,7 @@ class ClipRvosNet(nn.Module):
         self.out_norm = nn.LayerNorm(d)
         self.mask_mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.score_head = nn.Linear(d, 1)
+        self.dyn_filter = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d + 1))
         if cfg.freeze_backbone:
             for p in self.clip.parameters():
                 p.requires_grad_(False)
@@ -307,23 +309,28 @@ class ClipRvosNet(nn.Module):
             tok = f.flatten(2).transpose(1, 2)
             tok = self.fusion[lvl - 1](tok, sine_pos_2d(h, w, d, dev), txt_bt, pad_bt, sent_bt)
             fused.append(tok.transpose(1, 2).reshape(n, d, h, w))
-        # spatio-temporal attention on stride 32
+        # FPN top-down to stride 4, with joint spatio-temporal attention at stride 16
+        # (stride 16 keeps small objects' displacements visible; T·h·w tokens of all sampled frames)
         p5 = fused[3]
-        _, _, h5, w5 = p5.shape
-        tok = p5.reshape(b, t, d, h5 * w5).permute(0, 1, 3, 2).reshape(b, t * h5 * w5, d)
-        st_pos = (sine_pos_1d(t, d, dev)[:, None, :] + sine_pos_2d(h5, w5, d, dev)[None]).reshape(t * h5 * w5, d)
-        tok = self.st_block(tok, st_pos)
-        p5 = tok.reshape(b, t, h5 * w5, d).permute(0, 1, 3, 2).reshape(b * t, d, h5, w5)
-        # FPN top-down to stride 4
         pyr = [p5]
         x = p5
         for i, lvl in enumerate((2, 1, 0)):
             lat = fused[lvl]
             x = F.interpolate(x, size=lat.shape[-2:], mode="nearest") + lat
             x = self.fpn[i](x)
+            if lvl == 2:
+                _, _, h4_, w4_ = x.shape
+                tok = x.reshape(b, t, d, h4_ * w4_).permute(0, 1, 3, 2).reshape(b, t * h4_ * w4_, d)
+                st_pos = (sine_pos_1d(t, d, dev)[:, None, :] + sine_pos_2d(h4_, w4_, d, dev)[None]).reshape(-1, d)
+                tok = self.st_block(tok, st_pos)
+                x = tok.reshape(b, t, h4_ * w4_, d).permute(0, 1, 3, 2).reshape(b * t, d, h4_, w4_)
             pyr.append(x)
         mask_features = self.mask_feat(x)  # (B·T, D, H/4, W/4)
         mf = mask_features.reshape(b, t, d, *mask_features.shape[-2:])
+        # language-guided dynamic filter (seed 004, LMDF): a sentence-generated 1x1 kernel over the
+        # mask features gives a dense referring map shared by all queries
+        kern = self.dyn_filter(sent)  # (B, D + 1)
+        dense = torch.einsum("bd,btdhw->bthw", kern[:, :d], mf) + kern[:, d, None, None, None]
         # memories for the decoder: strides 32, 16, 8 (cycled)
         mems = []
         for m in pyr[:3]:
@@ -335,13 +342,14 @@ class ClipRvosNet(nn.Module):
         for i, layer in enumerate(self.layers):
             mem, mpos = mems[i % 3]
             q = layer(q, mem, mpos, tpos, txt, pad)
-            outs.append(self._predict(q, mf))
+            outs.append(self._predict(q, mf, dense))
         final = outs[-1]
-        return {"pred_masks": final["pred_masks"], "pred_logits": final["pred_logits"], "aux": outs[:-1]}
+        return {"pred_masks": final["pred_masks"], "pred_logits": final["pred_logits"], "dense": dense, "aux": outs[:-1]}
 
-    def _predict(self, q: torch.Tensor, mf: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _predict(self, q: torch.Tensor, mf: torch.Tensor, dense: torch.Tensor) -> dict[str, torch.Tensor]:
         qn = self.out_norm(q)  # (B, T, Q, D)
         emb = self.mask_mlp(qn)
-        masks = torch.einsum("btqd,btdhw->bqthw", emb, mf)
+        # query masks refine the dense referring map: queries only have to split it into objects
+        masks = torch.einsum("btqd,btdhw->bqthw", emb, mf) + dense[:, None]
         scores = self.score_head(qn.mean(dim=1)).squeeze(-1)
         return {"pred_masks": masks, "pred_logits": scores}

@@ -100,10 +100,23 @@ def set_loss(pred_masks: torch.Tensor, pred_logits: torch.Tensor, targets: list[
     return {"mask": l_mask, "dice": l_dice, "score": l_score, "total": total}
 
 
+def dense_loss(dense: torch.Tensor, targets: list[torch.Tensor], w: LossWeights = LossWeights()) -> torch.Tensor:
+    """BCE + dice of the dense referring map ``(B, T, h, w)`` against the union of each sample's objects."""
+    union = torch.stack([t.amax(0) if t.shape[0] else torch.zeros_like(dense[0]) for t in targets]).to(dense.dtype)
+    bce = F.binary_cross_entropy_with_logits(dense, union)
+    dice = dice_loss(dense.flatten(1), union.flatten(1)).mean()
+    return w.mask * bce + w.dice * dice, dice
+
+
 def model_loss(out: dict, targets: list[torch.Tensor], w: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
-    """Final-layer loss + ``w.aux`` × each auxiliary (earlier decoder layer) loss."""
+    """Final-layer set loss + ``w.aux`` × each auxiliary (earlier decoder layer) set loss + the dense
+    referring-map loss (union target)."""
     main = set_loss(out["pred_masks"], out["pred_logits"], targets, w)
     total = main["total"]
+    if "dense" in out:
+        d_total, d_dice = dense_loss(out["dense"], targets, w)
+        total = total + d_total
+        main = {**main, "dense_dice": d_dice}
     for aux in out.get("aux", []):
         total = total + w.aux * set_loss(aux["pred_masks"], aux["pred_logits"], targets, w)["total"]
     return {**main, "total": total}
