@@ -54,9 +54,7 @@ def cmd_download(a: argparse.Namespace) -> int:
     from rvos_core import weights
 
     if a.list or not a.names:
-        for spec in weights.list_weights():
-            where = weights.local_path(spec.name)
-            print(f"{spec.name:28s} {'installed' if where else 'missing':9s}  {spec.description}")
+        print(weights.format_weights_table())
         return 0
     for p in weights.download(a.names, progress=True):
         print(p)

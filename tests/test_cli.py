@@ -85,7 +85,7 @@ def test_download_list_offline_does_not_touch_network(capsys, monkeypatch, tmp_p
     monkeypatch.setenv("RVOS_HOME", str(tmp_path / "home"))
     assert main(["download", "--list"]) == 0
     out = capsys.readouterr().out
-    assert "hq_sam_vit_b" in out and "convnext_large_d_320" in out and "missing" in out
+    assert "hq_sam_vit_b" in out and "convnext_large_d_320" in out and "not downloaded" in out
     assert main(["download", "no_such_weight"]) != 0
     assert "hq_sam_vit_b" in capsys.readouterr().err  # lists the valid names
 

@@ -1,5 +1,9 @@
 """The ``clip-rvos`` engine: config + checkpoint loading, preprocessing and whole-video inference.
 
+The union of the referred objects on a frame is the network's dense referring map (language-guided
+dynamic filter, seed 004); the selected queries split it into per-object masklets (each referred pixel
+goes to the selected query with the highest mask logit), so the masklets add up exactly to the map.
+
 Inference covers every frame with global sampling (seed 003): a clip of ``N`` frames is split into
 ``G = ceil(N / T)`` interleaved groups ``{j, j+G, j+2G, …}``; each group spans the whole clip, so every
 forward pass sees the clip's global motion, and every frame is predicted by exactly one pass. Referred
@@ -215,7 +219,7 @@ class ClipRvosEngine:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def predict_group(self, frames: np.ndarray, expression: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_group(self, frames: np.ndarray, expression: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the network on one group of frames.
 
         Args:
@@ -223,14 +227,16 @@ class ClipRvosEngine:
             expression: the referring expression.
 
         Returns:
-            ``(mask_logits (Q, T, h/4, w/4) float32, score_prob (Q,) float32)`` on CPU.
+            ``(mask_logits (Q, T, h/4, w/4) float32, score_prob (Q,) float32, dense_logits (T, h/4, w/4) float32)``
+            on CPU; ``dense_logits`` is the referring map of all referred objects together.
         """
         small = np.stack([resize_for_model(f, self.cfg.input_size) for f in frames])
         x = to_tensor(small, self.cfg)[None].to(self.device)
         tok = self.tokenizer([expression]).to(self.device)
         with self._lock:
             out = self.net(x, tok)
-        return out["pred_masks"][0].float().cpu(), out["pred_logits"][0].float().sigmoid().cpu()
+        return (out["pred_masks"][0].float().cpu(), out["pred_logits"][0].float().sigmoid().cpu(),
+                out["dense"][0].float().cpu())
 
     def segment(self, video, expression: str, progress: ProgressFn | None = None) -> SegmentResult:
         """Segment ``expression`` in every frame of ``video`` (a :class:`rvos_core.video.VideoSource`).
@@ -251,15 +257,19 @@ class ClipRvosEngine:
         done = 0
         for gi, idx in enumerate(groups):
             frames = np.stack([video.get_frame(i) for i in idx])
-            logits, probs = self.predict_group(frames, expression)
+            logits, probs, dense = self.predict_group(frames, expression)
             selected = [int(q) for q in torch.nonzero(probs >= self.cfg.score_threshold).flatten()]
             if not selected:
                 selected = [int(probs.argmax())]
-            # upsample the selected queries to the original size
-            up = F.interpolate(logits[selected], size=(h, w), mode="bilinear", align_corners=False) > 0  # (S, T, H, W)
-            sel_masks = up.numpy()
-            sel_masks = _suppress_duplicates(sel_masks, probs[selected].numpy())
-            self._link(tracks, sel_masks, [float(probs[q]) for q in selected][: len(sel_masks)], idx, n, h, w)
+            # the dense referring map decides *where* the referred objects are (union); the selected
+            # queries split it into objects: each referred pixel goes to the query with the highest logit
+            union = (F.interpolate(dense[None], size=(h, w), mode="bilinear", align_corners=False)[0] > 0).numpy()
+            up = F.interpolate(logits[selected], size=(h, w), mode="bilinear", align_corners=False)  # (S, T, H, W)
+            owner = up.argmax(dim=0).numpy()
+            sel_masks = np.stack([union & (owner == k) for k in range(len(selected))])
+            sel_scores = probs[selected].numpy()
+            keep = _suppress_duplicates(sel_masks, sel_scores)
+            self._link(tracks, sel_masks[keep], [float(sel_scores[k]) for k in keep], idx, n, h, w)
             done += len(idx)
             if progress is not None:
                 progress(done, n, f"clip-rvos: frames {done}/{n}")
@@ -314,15 +324,15 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
 
 
-def _suppress_duplicates(masks: np.ndarray, scores: np.ndarray, iou_thr: float = 0.7) -> np.ndarray:
-    """Drop selected query masklets ``(S, T, H, W)`` that overlap a higher-scored one (IoU > iou_thr)."""
+def _suppress_duplicates(masks: np.ndarray, scores: np.ndarray, iou_thr: float = 0.7) -> list[int]:
+    """Indices (best score first) of the query masklets ``(S, T, H, W)`` to keep: drops empty ones and
+    those overlapping a higher-scored one (IoU > iou_thr); keeps at least the best one."""
     order = np.argsort(-scores)
     keep: list[int] = []
     for i in order:
-        if all(_iou(masks[i], masks[j]) <= iou_thr for j in keep):
+        if masks[i].any() and all(_iou(masks[i], masks[j]) <= iou_thr for j in keep):
             keep.append(int(i))
-    keep.sort(key=lambda i: -scores[i])
-    return masks[keep]
+    return keep or [int(order[0])]
 
 
 def load_clip_rvos(name_or_path: str | Path = "clip-rvos-tiny", checkpoint: str | Path | None = None,
