@@ -14,18 +14,26 @@ from typing import Callable, Sequence
 
 
 def _tqdm_progress(desc: str) -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
+    """A tqdm bar created on the first update (so errors before any work print only the error line)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="frame")
+    state: dict[str, tqdm] = {}
 
     def update(done: int, total: int, message: str) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit="frame")
         if bar.total != total:
             bar.reset(total=total)
         bar.n = done
         bar.set_postfix_str(message[:40])
         bar.refresh()
 
-    return update, bar.close
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].close()
+
+    return update, close
 
 
 def cmd_segment(a: argparse.Namespace) -> int:
