@@ -1,0 +1,329 @@
+"""The Gradio app driven over HTTP with ``gradio_client``, as a script or a second program would.
+
+The app runs in this process (``prevent_thread_lock=True``) with the real default engine
+(``clip-rvos-tiny`` from ``assets/``) and the real offline GrabCut refiner; the test reads the
+user's :class:`~rvos_core.session.AnnotationSession` from the app's store (keyed by the client's
+``session_hash``) to compare what the UI did with the library state, mask for mask.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "assets" / "samples" / "sam2_dog.mp4"
+EXPRESSION = "the small dog running around the woman"
+#: A pixel (x, y) on the dog's back in some frames of the sample (read off the frames by eye).
+DOG = {3: (400, 275), 7: (400, 270), 12: (400, 275), 20: (480, 280)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_demo_checkpoint() -> None:
+    """Fail (not skip) with the reason when the shipped demo checkpoint is missing."""
+    from rvos_core.engines.registry import engine_status
+
+    status = engine_status("clip-rvos-tiny")
+    if "not installed" in status:
+        pytest.fail(f"the app tests run the real default engine, but {status}", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The app with the real engine + GrabCut, launched on a free port; closed after the module."""
+    import demo
+
+    app = demo.build_app(sample=SAMPLE, model="clip-rvos-tiny", refiner="grabcut")
+    _, url, _ = demo.launch(app, server_name="127.0.0.1", server_port=_free_port(),
+                            prevent_thread_lock=True, quiet=True)
+    try:
+        yield app, url
+    finally:
+        app.close()
+        app.workbench.store.clear()
+
+
+@pytest.fixture(scope="module")
+def annotated(served):
+    """One client that loaded the sample and ran the suggested expression (shared by the flow tests)."""
+    require_demo_checkpoint()
+    app, url = served
+    client = Client(url, verbose=False)
+    loaded = client.predict(api_name="/load_sample")
+    ran = client.predict(EXPRESSION, 0, None, api_name="/run")
+    ws = app.workbench.store.get(client.session_hash)
+    return client, ws.session, loaded, ran, ws
+
+
+def _file_path(payload) -> Path:
+    """The local path of a file output (a path, a FileData dict, or a component update holding one)."""
+    if isinstance(payload, dict) and payload.get("__type__") == "update":
+        payload = payload["value"]
+    return Path(payload["path"] if isinstance(payload, dict) else payload)
+
+
+def _png(path_or_payload) -> np.ndarray:
+    path = path_or_payload["path"] if isinstance(path_or_payload, dict) else path_or_payload
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_load_sample_shows_frame0_and_clip_info(annotated):
+    _, session, loaded, _, _ = annotated
+    image, slider, info, objects, status = loaded
+    assert "sam2_dog" in info and "60 frames" in info and "854×480" in info and "14.99 fps" in info
+    assert slider["maximum"] == 59 and slider["value"] == 0
+    shown = _png(image)
+    assert shown.shape == (480, 854, 3)  # shown at original size, so click pixels are frame pixels
+    # Before Run nothing is overlaid: frame 0 of the clip as decoded (PNG transport is lossless).
+    np.testing.assert_array_equal(shown, session.video.get_frame(0))
+    assert objects["choices"] == [] and "Opened sam2_dog" in status
+
+
+def test_run_puts_an_engine_mask_on_every_frame(annotated):
+    _, session, _, ran, _ = annotated
+    image, _, _, objects, status = ran
+    entry = session.expressions[-1]
+    assert entry.text == EXPRESSION and entry.obj_ids, "the engine referred no object"
+    assert [c[1] for c in objects["choices"]] == entry.obj_ids and objects["value"] == entry.obj_ids[0]
+    assert f"{len(entry.obj_ids)} object" in status and " s (60 frames" in status
+    # Every frame of every referred object holds the engine's mask (how good it is, is the model's business).
+    for oid in entry.obj_ids:
+        obj = session.state.objects[oid]
+        assert sorted(obj.origin) == list(range(60)) and set(obj.origin.values()) == {"engine"}
+    # The returned image is the session's overlay of frame 0: every masked pixel is tinted.
+    shown = _png(image)
+    np.testing.assert_array_equal(shown, session.render(0))
+    changed = np.abs(shown.astype(int) - session.video.get_frame(0).astype(int)).sum(axis=2) > 0
+    union0 = session.union_mask(0)
+    assert changed[union0].all() and changed.sum() >= union0.sum()
+
+
+def test_clicks_correct_the_mask_on_that_frame_only(annotated):
+    client, session, _, _, _ = annotated
+    oid, frame = session.expressions[-1].obj_ids[0], 7
+    before = [session.mask(oid, t) for t in range(60)]
+    # A positive click on the dog's back: the refiner puts that pixel into the object's mask.
+    out = client.predict(frame=frame, x=DOG[frame][0], y=DOG[frame][1], positive=True, obj_id=oid,
+                         api_name="/add_click")
+    assert out["obj_id"] == oid and out["frame"] == frame and "positive click" in out["status"]
+    grown = session.mask(oid, frame)
+    assert grown[DOG[frame][1], DOG[frame][0]] and grown.sum() > 500
+    # A negative click inside that mask, away from the positive one, takes its region out.
+    ys, xs = np.nonzero(grown)
+    far = np.hypot(xs - DOG[frame][0], ys - DOG[frame][1]) > 25
+    x, y = int(xs[far][far.sum() // 2]), int(ys[far][far.sum() // 2])
+    client.predict(frame=frame, x=x, y=y, positive=False, obj_id=oid, api_name="/add_click")
+    after = session.mask(oid, frame)
+    assert not after[y, x] and after.sum() < grown.sum()
+    assert [(p.xy, p.label) for p in session.prompts(oid, frame)] == [
+        ((float(DOG[frame][0]), float(DOG[frame][1])), 1), ((float(x), float(y)), 0)]
+    for t in range(60):  # no other frame moved
+        if t != frame:
+            np.testing.assert_array_equal(session.mask(oid, t), before[t])
+    # The shown frame follows the session: a red click marker is drawn at (x, y).
+    shown = _png(client.predict(frame, api_name="/show_frame"))
+    np.testing.assert_array_equal(shown, session.render(frame))
+    assert shown[y, x, 0] > 150 and shown[y, x, 1] < 80
+
+
+def test_undo_redo_clear_round_trip(annotated):
+    client, session, _, _, _ = annotated
+    oid, frame = session.expressions[-1].obj_ids[0], 20
+    engine_mask = session.mask(oid, frame)
+    client.predict(frame=frame, x=DOG[frame][0], y=DOG[frame][1], positive=True, obj_id=oid, api_name="/add_click")
+    clicked = session.mask(oid, frame)
+    assert not np.array_equal(clicked, engine_mask)
+    out = client.predict(frame, oid, api_name="/undo")
+    assert "Undo: positive click" in out[4]
+    np.testing.assert_array_equal(session.mask(oid, frame), engine_mask)
+    assert session.prompts(oid, frame) == []
+    out = client.predict(frame, oid, api_name="/redo")
+    assert "Redo: positive click" in out[4]
+    np.testing.assert_array_equal(session.mask(oid, frame), clicked)
+    out = client.predict(frame, oid, api_name="/clear_clicks")
+    assert f"Cleared the clicks of object #{oid} on frame {frame}" in out[4]
+    np.testing.assert_array_equal(session.mask(oid, frame), engine_mask)
+    assert session.prompts(oid, frame) == []
+
+
+def test_export_zip_reads_back_equal_to_the_session(annotated):
+    from rvos_core.formats.mevis import read_mevis_split
+
+    client, session, _, _, ws = annotated
+    payload, status = client.predict(api_name="/export_zip")
+    path = _file_path(payload)
+    assert path.suffix == ".zip" and path.name.startswith("sam2_dog-") and "Exported" in status
+    assert any(p.suffix == ".zip" for p in ws.tmp_dir.iterdir()), "export not written in the user's folder"
+    with read_mevis_split(path) as split:
+        assert split.frame_names("sam2_dog") == [f"{i:05d}" for i in range(60)]
+        exps = split.expressions("sam2_dog")
+        assert [(e.exp, e.obj_id) for e in exps.values()] == [(x.text, x.obj_ids) for x in session.expressions]
+        for oid in session.state.objects:
+            masks = split.object_masks(oid)
+            for t in range(60):
+                got = masks[t] if masks[t] is not None else np.zeros((480, 854), bool)
+                np.testing.assert_array_equal(got, session.mask(oid, t), err_msg=f"obj {oid} frame {t}")
+    # Two exports never share a file name.
+    second, _ = client.predict(api_name="/export_zip")
+    assert _file_path(second).name != path.name
+
+
+def test_export_overlay_mp4(annotated):
+    from rvos_core.video import open_video
+
+    client, session, _, _, _ = annotated
+    payload, _ = client.predict(api_name="/export_mp4")
+    path = _file_path(payload)
+    video = open_video(path)
+    assert (len(video), video.meta.width, video.meta.height) == (60, 854, 480)
+    video.close()
+
+
+def test_two_clients_keep_separate_state(served, annotated):
+    app, url = served
+    first, first_session, _, _, _ = annotated
+    n_objects = len(first_session.state.objects)
+    other = Client(url, verbose=False)
+    assert other.session_hash != first.session_hash
+    _, _, _, objects, _ = other.predict(api_name="/load_sample")
+    assert objects["choices"] == []
+    out = other.predict(frame=3, x=DOG[3][0], y=DOG[3][1], positive=True, obj_id=None, api_name="/add_click")
+    other_session = app.workbench.store.get(other.session_hash).session
+    assert other_session is not first_session
+    assert list(other_session.state.objects) == [out["obj_id"]] == [0]  # its own ids start at 0
+    assert other_session.mask(0, 3)[DOG[3][1], DOG[3][0]]
+    assert len(first_session.state.objects) == n_objects  # the first user's session is untouched
+    fresh = Client(url, verbose=False)
+    fresh.predict(api_name="/load_sample")
+    with pytest.raises(AppError, match="nothing to export"):
+        fresh.predict(api_name="/export_zip")
+
+
+def test_box_prompt_creates_an_object_inside_the_box(served):
+    app, url = served
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    out = client.predict(frame=5, x0=330, y0=180, x1=520, y1=400, obj_id=None, api_name="/add_box")
+    session = app.workbench.store.get(client.session_hash).session
+    mask = session.mask(out["obj_id"], 5)
+    assert mask.sum() > 1000 and not mask[:180].any() and not mask[:, :330].any() and not mask[400:].any()
+    (prompt,) = session.prompts(out["obj_id"], 5)
+    assert prompt.kind == "box" and prompt.box == (330.0, 180.0, 520.0, 400.0)
+
+
+def test_engine_errors_reach_the_user_as_messages(tmp_path):
+    """Error path only: an engine whose checkpoint is missing (injected) → a clear message, not a crash."""
+    import demo
+
+    def missing(name: str):
+        raise FileNotFoundError(f"model checkpoint not found: {tmp_path / 'nope.pt'}")
+
+    app = demo.build_app(sample=SAMPLE, engine_factory=missing, refiner="grabcut")
+    _, url, _ = demo.launch(app, server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        client.predict(api_name="/load_sample")
+        with pytest.raises(AppError, match="model checkpoint not found: .*nope.pt"):
+            client.predict(EXPRESSION, 0, None, api_name="/run")
+        assert client.predict(3, api_name="/show_frame")  # the session survives the failed run
+    finally:
+        app.close()
+        app.workbench.store.clear()
+
+
+def test_bad_uploads_give_the_library_message_and_the_app_keeps_working(served, tmp_path):
+    app, url = served
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    fake = tmp_path / "broken.mp4"
+    fake.write_bytes(os.urandom(4096))
+    with pytest.raises(AppError, match="cannot open as a video"):
+        client.predict(handle_file(str(fake)), api_name="/open_clip")
+    notes = tmp_path / "notes.zip"
+    notes.write_bytes(b"not a zip at all")
+    with pytest.raises(AppError, match="not a readable zip"):
+        client.predict(handle_file(str(notes)), api_name="/open_clip")
+    with pytest.raises(AppError, match="type an expression"):
+        client.predict("   ", 0, None, api_name="/run")
+    with pytest.raises(AppError, match="outside the 854x480 frame"):
+        client.predict(frame=0, x=900, y=10, positive=True, obj_id=None, api_name="/add_click")
+    with pytest.raises(AppError, match="negative click removes from an object"):
+        client.predict(frame=0, x=10, y=10, positive=False, obj_id=None, api_name="/add_click")
+    with pytest.raises(AppError, match="object #7 does not exist"):
+        client.predict(frame=0, x=10, y=10, positive=True, obj_id=7, api_name="/add_click")
+    assert app.workbench.store.get(client.session_hash).session.state.objects == {}  # no half-made object
+    # Still usable, still the sample.
+    _, _, info, _, _ = client.predict(0, None, api_name="/undo")
+    assert "sam2_dog" in info
+
+
+def test_zip_of_frames_upload(served, tmp_path):
+    app, url = served
+    from rvos_core.video import open_video
+
+    archive = tmp_path / "swan.zip"
+    with open_video(SAMPLE) as video, zipfile.ZipFile(archive, "w") as zf:
+        for i in range(5):  # five real frames as JPEGs in one folder of the zip
+            Image.fromarray(video.get_frame(i * 10)).save(tmp_path / f"{i:05d}.jpg", quality=90)
+            zf.write(tmp_path / f"{i:05d}.jpg", f"frames/{i:05d}.jpg")
+        zf.writestr("frames/notes.txt", "ignored: not a frame")
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    image, slider, info, _, _ = client.predict(handle_file(str(archive)), api_name="/open_clip")
+    assert "**swan** · 5 frames" in info and "854×480" in info and slider["maximum"] == 4
+    np.testing.assert_array_equal(_png(image).shape, (480, 854, 3))
+    ws = app.workbench.store.get(client.session_hash)
+    assert ws.session.video_name == "swan" and len(ws.session.video) == 5
+    (copy,) = list((ws.tmp_dir / "clips").iterdir())  # the upload is the user's own copy …
+    assert sorted(p.name for p in copy.iterdir()) == [f"{i:05d}.jpg" for i in range(5)]
+    client.predict(api_name="/load_sample")  # … deleted once another clip replaces it
+    assert list((ws.tmp_dir / "clips").iterdir()) == [] and ws.session.video_name == "sam2_dog"
+
+
+def test_import_loads_nothing_and_help_is_instant():
+    code = ("import sys, app, demo; "
+            "heavy = [m for m in ('torch', 'gradio', 'rvos_core.engines.clip_rvos', 'cv2') if m in sys.modules]; "
+            "print(heavy); assert not heavy")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run([sys.executable, "app.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--sample" in done.stdout and "--refiner" in done.stdout
+
+
+def test_store_evicts_idle_and_least_recently_used_workspaces(tmp_path):
+    from demo.store import SessionStore
+
+    store = SessionStore(idle_seconds=3600, max_sessions=2, root=tmp_path)
+    a, b = store.get_or_create("a"), store.get_or_create("b")
+    assert store.get_or_create("a") is a and a.tmp_dir.parent == tmp_path and a.tmp_dir != b.tmp_dir
+    names = {a.export_path("sam2 dog/../x", ".zip").name for _ in range(20)}
+    assert len(names) == 20 and all(n.startswith("sam2_dog____x-") and n.endswith(".zip") for n in names)
+    store.get("a")  # "b" is now the least recently used
+    c = store.get_or_create("c")
+    assert "b" not in store and not b.tmp_dir.exists() and "a" in store and "c" in store
+    a.last_used -= 7200  # idle for two hours
+    store.get_or_create("d")
+    assert "a" not in store and not a.tmp_dir.exists() and "c" in store
+    with pytest.raises(LookupError, match="reload the page"):
+        store.get("a")
+    assert store.drop("c") and not c.tmp_dir.exists() and not store.drop("c")
+    store.clear()
+    assert len(store) == 0 and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="max_sessions"):
+        SessionStore(max_sessions=0)
