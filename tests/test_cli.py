@@ -14,7 +14,7 @@ from PIL import Image
 from rvos_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _paths import SHARED_DATA as SHARED
 BLACKSWAN = SHARED / "davis2016_blackswan" / "blackswan.mp4"
 
 

@@ -15,7 +15,7 @@ from pycocotools import mask as coco_mask
 
 from rvos_core import masks as M
 
-DATA = Path(os.environ.get("RVOS_SHARED_DATA", "/work/shared/data"))
+from _paths import SHARED_DATA as DATA
 
 
 # ----------------------------------------------------------------------------- RLE

@@ -15,7 +15,8 @@ from rvos_core.refiners.base import RefineResult, Refiner
 from rvos_core.refiners.grabcut import GrabCutRefiner
 from rvos_core.refiners.registry import load_refiner, refiner_status, validate_prompts
 
-CLIP = Path("/work/shared/data/davis2016_blackswan")
+from _paths import SHARED_DATA
+CLIP = SHARED_DATA / "davis2016_blackswan"
 
 
 # ---------------------------------------------------------------------------------------------- helpers

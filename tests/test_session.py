@@ -21,7 +21,8 @@ from rvos_core.session import (
 from rvos_core.video import open_video
 
 T, H, W = 6, 64, 96
-BLACKSWAN = Path("/work/shared/data/davis2016_blackswan")
+from _paths import SHARED_DATA
+BLACKSWAN = SHARED_DATA / "davis2016_blackswan"
 
 
 # ------------------------------------------------------------------------------------------ fixtures

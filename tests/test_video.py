@@ -15,7 +15,7 @@ from PIL import Image
 
 from rvos_core import video as V
 
-DATA = Path(os.environ.get("RVOS_SHARED_DATA", "/work/shared/data"))
+from _paths import SHARED_DATA as DATA
 SWAN_MP4 = DATA / "davis2016_blackswan" / "blackswan.mp4"
 SWAN_JPG = DATA / "davis2016_blackswan" / "JPEGImages"
 DOG_MP4 = DATA / "sam2_dog" / "sam2_dog.mp4"
