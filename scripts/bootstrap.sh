@@ -20,7 +20,11 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 STAMP=".venv/.stamp-$(basename "$REQ" .txt)"
 HASH="$(cat requirements.txt "$REQ" | sha256sum | cut -d' ' -f1)"
-if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$HASH" ]]; then
+DEV_STAMP=".venv/.stamp-requirements-dev"
+DEV_HASH="$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)"
+if [[ $DEV == 0 && -f "$DEV_STAMP" && "$(cat "$DEV_STAMP")" == "$DEV_HASH" ]]; then
+  :  # the dev install (a superset of requirements.txt) is current
+elif [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$HASH" ]]; then
   echo "[bootstrap] installing $REQ into .venv (torch + torchvision as a matched pair from the registry)"
   start=$(date +%s)
   .venv/bin/python -m pip install -q --upgrade pip
