@@ -210,6 +210,6 @@ def test_run_browse_click_export_in_chromium(served, page, tmp_path):
     tmp_dir = ws.tmp_dir
     page.close()
     deadline = time.monotonic() + 20
-    while session_hash in store and time.monotonic() < deadline:
+    while (session_hash in store or tmp_dir.exists()) and time.monotonic() < deadline:  # dropped, then deleted
         time.sleep(0.2)
     assert session_hash not in store and not tmp_dir.exists()
