@@ -103,19 +103,10 @@ def cmd_evaluate_model(a: argparse.Namespace) -> int:
 
 
 def _atomic_json(path: Path, data: object) -> None:
-    import os
-    import tempfile
+    from rvos_core.fileio import atomic_output_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_output_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 def _parse_size(s: str) -> tuple[int, int]:

@@ -40,7 +40,7 @@ def segment_video(video_path: str | Path, expression: str, out_dir: str | Path, 
     Args:
         video_path: video file or folder of frames.
         refiner: None for the engine's masks as they are, or a refiner name ("grabcut", "hq_sam:vit_b",
-            "auto") to refine each frame with seed 003's recipe.
+            "auto") to refine each object's mask on each frame with seed 003's recipe before the union.
         overlay: optional path of an overlay mp4 to write as well.
 
     Returns:
@@ -60,8 +60,12 @@ def segment_video(video_path: str | Path, expression: str, out_dir: str | Path, 
 
         ref = load_refiner(refiner)
         rng = np.random.default_rng(0)
-        for i in range(result.num_frames):
-            union[i] = refine_mask_seed003(ref, video.get_frame(i), union[i], rng=rng, frame_key=f"{video.video_id}:{i}")
+        for i in range(result.num_frames):  # per object: one box + points per masklet, then the union
+            frame = video.get_frame(i)
+            key = f"{video.video_id}:{i}"
+            union[i] = np.zeros_like(union[i])
+            for m in result.masklets:
+                union[i] |= refine_mask_seed003(ref, frame, m.masks[i], rng=rng, frame_key=key)
             if progress is not None:
                 progress(i + 1, result.num_frames, f"refine: frame {i + 1}/{result.num_frames}")
     out = Path(out_dir)

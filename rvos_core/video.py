@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from rvos_core.masks import atomic_output_path
+from rvos_core.fileio import atomic_output_path
 
 __all__ = [
     "VIDEO_EXTENSIONS",

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from rvos_core.engines.base import Masklet, ProgressFn, SegmentResult
+from rvos_core.fileio import atomic_output_path
 from rvos_core.engines.clip_rvos_model import ClipRvosConfig, ClipRvosNet, build_clip
 
 #: Checkpoint format tag written into every checkpoint (checked on load).
@@ -98,14 +99,8 @@ def save_checkpoint(net: ClipRvosNet, path: str | Path, train_info: dict[str, An
                                "train_info": train_info or {}}
     if optimizer_state is not None:
         payload["optimizer"] = optimizer_state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{np.random.randint(1 << 30)}")
-    try:
+    with atomic_output_path(path) as tmp:
         torch.save(payload, tmp)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

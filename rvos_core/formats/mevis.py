@@ -345,22 +345,15 @@ def write_mevis_zip(zip_path: str | os.PathLike, videos: Mapping[str, MevisVideo
     dest = Path(zip_path)
     if dest.exists() and (dest.is_dir() or not overwrite):
         raise FileExistsError(f"{dest}: already exists (pass overwrite=True to replace a zip file)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
-            meta: dict[str, Any] = {}
-            mask_dict: dict[int, Any] = {}
-            for rel, data in _iter_video_entries(videos, jpeg_quality, with_masks, progress, meta, mask_dict):
-                zf.writestr(_zip_info(rel, zipfile.ZIP_STORED), data)
-            for rel, data in _json_payloads(meta, mask_dict, with_masks):
-                zf.writestr(_zip_info(rel, zipfile.ZIP_DEFLATED), data)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, dest)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    from rvos_core.fileio import atomic_output_path
+
+    with atomic_output_path(dest) as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        meta: dict[str, Any] = {}
+        mask_dict: dict[int, Any] = {}
+        for rel, data in _iter_video_entries(videos, jpeg_quality, with_masks, progress, meta, mask_dict):
+            zf.writestr(_zip_info(rel, zipfile.ZIP_STORED), data)
+        for rel, data in _json_payloads(meta, mask_dict, with_masks):
+            zf.writestr(_zip_info(rel, zipfile.ZIP_DEFLATED), data)
     return dest
 
 

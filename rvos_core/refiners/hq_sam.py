@@ -124,14 +124,11 @@ def load_checkpoint_strict(model: torch.nn.Module, path: str | os.PathLike[str],
 
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     """Write ``model.state_dict()`` atomically (temp file in the same folder, then ``os.replace``)."""
+    from rvos_core.fileio import atomic_output_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
