@@ -6,6 +6,11 @@ Heavy per-user objects (the open :class:`rvos_core.video.VideoSource`, the
 freed when the tab closes (``demo.unload``). API clients (``gradio_client``) never close a tab,
 so idle workspaces are also evicted after ``idle_seconds`` and the store keeps at most
 ``max_sessions`` (least recently used evicted first).
+
+Each workspace's private folder holds the user's uploads (``clips/``), exports (unique names) and
+the autosave folders of the annotation sessions (``workspaces/<clip>-<id>/``, one per opened clip;
+see :mod:`demo.service`); no file name is shared between users. Freeing a workspace cancels its
+running job (a propagation) and deletes the folder.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ class Workspace:
         session: the ``AnnotationSession`` over ``video`` or None.
         last_used: ``time.monotonic()`` seconds of the last access.
         lock: serialises this user's edits of ``session`` (Gradio may run two of a user's events at once).
+        job: the user's running (or last) long job, e.g. a propagation: anything with ``cancel()``; it
+            is cancelled when the workspace is freed.
     """
 
     session_hash: str
@@ -39,6 +46,27 @@ class Workspace:
     session: Any = None
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    job: Any = None
+
+    @property
+    def autosave_root(self) -> Path:
+        """The folder holding this user's autosave folders (one per opened clip, each an
+        :meth:`rvos_core.session.AnnotationSession.attach_workspace` folder)."""
+        return self.tmp_dir / "workspaces"
+
+    def new_autosave_dir(self, stem: str) -> Path:
+        """A fresh, unique (not yet created) autosave folder path under :attr:`autosave_root`.
+
+        Args:
+            stem: human-readable part of the name (e.g. the clip name); unsafe characters are replaced.
+        """
+        return self.autosave_root / f"{_safe_stem(stem)}-{uuid.uuid4().hex[:8]}"
+
+    def autosave_dirs(self) -> list[Path]:
+        """This user's autosave folders (those holding a ``workspace.json`` manifest), newest saved first."""
+        root = self.autosave_root
+        found = [p for p in root.iterdir() if (p / "workspace.json").is_file()] if root.is_dir() else []
+        return sorted(found, key=lambda p: (p / "workspace.json").stat().st_mtime, reverse=True)
 
     def export_path(self, stem: str, suffix: str) -> Path:
         """A fresh, unique file path inside this workspace's private folder.
@@ -47,8 +75,7 @@ class Workspace:
             stem: human-readable part of the name (e.g. the clip name); unsafe characters are replaced.
             suffix: extension with the dot, e.g. ``".zip"``.
         """
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "clip"
-        return self.tmp_dir / f"{safe}-{uuid.uuid4().hex[:8]}{suffix}"
+        return self.tmp_dir / f"{_safe_stem(stem)}-{uuid.uuid4().hex[:8]}{suffix}"
 
 
 class SessionStore:
@@ -144,8 +171,16 @@ class SessionStore:
         return [self._items.pop(k) for k in out]
 
 
+def _safe_stem(stem: str) -> str:
+    """``stem`` with characters other than letters, digits, ``-`` and ``_`` replaced, at most 60 long."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:60] or "clip"
+
+
 def _free(ws: Workspace) -> None:
-    """Drop a workspace's heavy objects and delete its temp folder (ignores a folder already gone)."""
+    """Cancel the workspace's job, drop its heavy objects and delete its temp folder (a folder already
+    gone is ignored)."""
+    if ws.job is not None:
+        ws.job.cancel()
     with ws.lock:
         video, ws.video, ws.session = ws.video, None, None
     if video is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
-def _tqdm_progress(desc: str) -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
+def _tqdm_progress(desc: str, unit: str = "frame") -> tuple[Callable[[int, int, str], None], Callable[[], None]]:
     """A tqdm bar created on the first update (so errors before any work print only the error line)."""
     from tqdm import tqdm
 
@@ -22,7 +22,7 @@ def _tqdm_progress(desc: str) -> tuple[Callable[[int, int, str], None], Callable
     def update(done: int, total: int, message: str) -> None:
         bar = state.get("bar")
         if bar is None:
-            bar = state["bar"] = tqdm(total=total, desc=desc, unit="frame")
+            bar = state["bar"] = tqdm(total=total, desc=desc, unit=unit)
         if bar.total != total:
             bar.reset(total=total)
         bar.n = done
@@ -74,7 +74,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     opts = TrainOptions(config=a.model, out_dir=a.out, data=a.data, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                         seed=a.seed, image_size=a.image_size, device=a.device, threads=a.threads, amp=a.amp,
-                        compile=a.compile, time_budget_min=a.time_budget_min)
+                        compile=a.compile, time_budget_min=a.time_budget_min, init_from=a.init_from)
     path = train(opts)
     print(f"checkpoint: {path}")
     if a.eval_split:
@@ -99,6 +99,66 @@ def cmd_evaluate_model(a: argparse.Namespace) -> int:
         _atomic_json(Path(a.out), res)
     res.pop("per_expression")
     print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from rvos_core.evaluation import EvaluationError, evaluate_predictions, format_summary
+
+    out = Path(a.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; expected a .json file path")
+    update, close = _tqdm_progress("evaluate", unit="expression")
+    try:
+        res = evaluate_predictions(a.gt, a.pred, workers=a.workers, bound_th=a.bound_th,
+                                   progress=lambda done, total: update(done, total, ""), mp_context=a.start_method)
+    except EvaluationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        close()
+    res.write_json(out)
+    print(format_summary(res))
+    print(f"wrote {out}")
+    if a.strict and res.problems:
+        print(f"error: --strict: {len(res.problems)} problem(s) in the predictions, first: {res.problems[0]}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from rvos_core.formats.convert import mevis_to_ytvos, ytvos_to_mevis
+
+    pair = (a.from_format, a.to_format)
+    if pair == ("mevis", "ytvos"):
+        report = mevis_to_ytvos(a.src, a.dst, on_overlap=a.on_overlap, category=a.category, overwrite=a.overwrite,
+                                progress=True)
+    elif pair == ("ytvos", "mevis"):
+        report = ytvos_to_mevis(a.src, a.dst, meta_expressions=a.meta_expressions, overwrite=a.overwrite, progress=True)
+    else:
+        raise ValueError(f"convert: --from {a.from_format} --to {a.to_format} is not supported; "
+                         "use --from mevis --to ytvos or --from ytvos --to mevis")
+    print(report.summary())
+    return 0
+
+
+def cmd_bench_clicks(a: argparse.Namespace) -> int:
+    from rvos_core.robot_user import run_click_benchmark
+
+    out = Path(a.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out}: is a folder; expected a .json file path")
+    update, close = _tqdm_progress("bench-clicks")
+    try:
+        res = run_click_benchmark(a.frames, a.masks, refiner=a.refiner, max_clicks=a.max_clicks,
+                                  clip_budget=a.clip_budget, checkpoint=a.checkpoint, device=a.device,
+                                  progress=update)
+    finally:
+        close()
+    res.write_json(out)
+    print(res.summary())
+    print(f"wrote {out}")
     return 0
 
 
@@ -162,7 +222,52 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="torch.compile (GPU)")
     s.add_argument("--time-budget-min", type=float, default=0.0, help="stop after this many minutes; LR schedule follows time")
     s.add_argument("--eval-split", default=None, help="score the final checkpoint on this split")
+    s.add_argument("--init-from", default="", help="warm start: seed a new run with this checkpoint's weights "
+                                                  "(modules the config adds start as zero-initialised residuals)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="score predicted masks (<video>/<exp_id>/<frame>.png folder or zip) "
+                                        "against a split's ground truth → J, F, J&F JSON")
+    s.add_argument("--gt", required=True, help="MeViS-layout split folder or zip with mask_dict.json (train / valid_u)")
+    s.add_argument("--pred", required=True, help="predictions: folder or zip of <video>/<exp_id>/<frame>.png "
+                                                  "(8-bit greyscale 0/255; a zip may wrap them in Annotations/)")
+    s.add_argument("--out", required=True, help="result JSON: J, F, J&F, per_expression, problems")
+    s.add_argument("--strict", action="store_true",
+                   help="exit with status 1 (after writing the JSON) when any prediction problem was found")
+    s.add_argument("--workers", type=int, default=1,
+                   help="processes scoring expressions in parallel (default 1 = this process only)")
+    s.add_argument("--bound-th", type=float, default=0.008,
+                   help="F boundary tolerance: fraction of the image diagonal (< 1) or pixels (default 0.008)")
+    s.add_argument("--start-method", default=None, choices=["fork", "spawn", "forkserver"],
+                   help="multiprocessing start method for --workers > 1 (default: forkserver where available, else spawn)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("convert", help="convert a split between the MeViS and Ref-YouTube-VOS layouts")
+    s.add_argument("src", help="source split folder (or zip)")
+    s.add_argument("dst", help="destination folder (a MeViS destination ending in .zip writes a zip)")
+    s.add_argument("--from", dest="from_format", required=True, choices=["mevis", "ytvos"])
+    s.add_argument("--to", dest="to_format", required=True, choices=["mevis", "ytvos"])
+    s.add_argument("--on-overlap", default="error", choices=["error", "last"],
+                   help="mevis→ytvos: objects overlapping on a pixel cannot share a palette PNG; 'error' stops "
+                        "(default), 'last' gives the pixel to the higher palette id and counts it")
+    s.add_argument("--category", default=None, help="mevis→ytvos: category written in meta.json (default none)")
+    s.add_argument("--meta-expressions", default=None, help="ytvos→mevis: meta_expressions.json if not in the split")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("bench-clicks", help="robot-user benchmark on a clip with ground-truth masks → NoC@85/90, "
+                                            "mean J after k clicks, whole-clip clicks, click latency (JSON)")
+    s.add_argument("--frames", required=True, help="folder of frames (or a video file)")
+    s.add_argument("--masks", required=True, help="folder of ground-truth masks <frame name>.png (0 / non-zero)")
+    s.add_argument("--out", required=True, help="result JSON")
+    s.add_argument("--refiner", default="grabcut", help="grabcut | hq_sam:vit_tiny | hq_sam:vit_b | … | auto "
+                                                        "(default grabcut)")
+    s.add_argument("--max-clicks", type=int, default=20, help="clicks per frame (default 20)")
+    s.add_argument("--clip-budget", type=int, default=100,
+                   help="click budget of the whole-clip protocol with propagation (default 100)")
+    s.add_argument("--checkpoint", default=None, help="HQ-SAM checkpoint path overriding the registry weight")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_bench_clicks)
 
     s = sub.add_parser("evaluate-model", help="run an engine on a MeViS-layout split with masks and print J&F")
     s.add_argument("split")

@@ -241,6 +241,30 @@ def read_palette_png(path: str | os.PathLike[str]) -> np.ndarray:
     return np.array(im, dtype=np.uint8)
 
 
+def check_object_ids(ids: Any, ndim: int, name: str = "ids") -> np.ndarray:
+    """Validate palette object ids (0 = background, 1…255 = objects) → uint8 array.
+
+    Args:
+        ids: ``(H, W)`` (``ndim=2``) or ``(T, H, W)`` (``ndim=3``) integer or bool array.
+        ndim: the expected number of dimensions.
+        name: how the error messages name the argument.
+
+    Raises:
+        ValueError: wrong shape (or a zero-sized axis), a non-integer dtype, or values outside 0…255.
+    """
+    arr = np.asarray(ids)
+    shape_text = "(H, W)" if ndim == 2 else "(T, H, W)"
+    if arr.ndim != ndim or 0 in arr.shape:
+        raise ValueError(f"{name}: expected a {shape_text} array of object ids, got shape {arr.shape}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name}: expected integer object ids, got dtype {arr.dtype}")
+    if arr.min() < 0 or arr.max() > 255:
+        raise ValueError(f"{name}: values must be in [0, 255], got [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.uint8)
+
+
 def write_palette_png(path: str | os.PathLike[str], ids: Any) -> None:
     """Write ``(H, W)`` object ids (0 = background, 1…255 = objects) as a palette PNG, atomically.
 
@@ -252,16 +276,8 @@ def write_palette_png(path: str | os.PathLike[str], ids: Any) -> None:
     """
     from PIL import Image
 
-    arr = np.asarray(ids)
-    if arr.ndim != 2 or 0 in arr.shape:
-        raise ValueError(f"ids: expected an (H, W) array of object ids, got shape {arr.shape}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"ids: expected integer object ids, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() > 255):
-        raise ValueError(f"ids: values must be in [0, 255], got [{arr.min()}, {arr.max()}]")
-    img = Image.fromarray(arr.astype(np.uint8), mode="P")
+    arr = check_object_ids(ids, ndim=2)
+    img = Image.fromarray(arr, mode="P")
     img.putpalette(voc_palette().reshape(-1).tolist())
     with atomic_output_path(path) as tmp:
         img.save(tmp, format="PNG")

@@ -22,31 +22,58 @@ Id semantics (written down once):
 Conventions: frames are indexed ``0 … num_frames − 1``; masks are ``(H, W)`` bool at the video's
 original size; points are ``(x, y)`` in pixels with ``0 ≤ x < W``, ``0 ≤ y < H``; boxes are XYXY
 in pixels inside ``[0, W] × [0, H]``; click labels are 1 positive / 0 negative (SAM's conventions).
+
+Workspace (autosave; :meth:`AnnotationSession.attach_workspace`, :meth:`AnnotationSession.resume`).
+After every edit (and every undo/redo) the changed state is written to a folder::
+
+    <folder>/workspace.json              the manifest (the commit point; rewritten atomically)
+    <folder>/objects/obj<ID>-r<REV>.json  one file per object, written only when the object changed
+
+The manifest holds ``format``/``version``, ``revision`` (a counter, +1 per save), the video's
+identity (absolute ``path``, ``num_frames``, ``height``, ``width`` and a content fingerprint: 16×16
+RGB thumbnails of frames 0, T // 2 and T − 1), ``video_name``, ``next_obj_id``, ``next_exp_id``,
+``objects`` (``obj_id`` → object file name) and ``expressions`` (``exp_id``, ``exp``, ``obj_id``, as
+MeViS spells them). An object file holds the object's ``name``, ``color`` and, per frame, its mask
+as pycocotools compressed RLE (``null`` for none), its origin, its prompt log and its
+:class:`MaskProposal`. A save writes the changed object files under new names first (each atomic),
+then replaces the manifest atomically, then deletes object files the manifest no longer names; so
+a crash (even ``kill -9``) at any point leaves the manifest of the previous or of the new state,
+never a mix: at most the edit in progress is lost. Undo history is not saved.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
+import weakref
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from rvos_core.engines.base import ProgressFn, SegmentResult
+from rvos_core.fileio import atomic_output_path
 from rvos_core.refiners.base import Refiner
 from rvos_core.video import VideoSource
 
 __all__ = [
     "ORIGINS",
+    "HAND_ORIGINS",
     "Origin",
     "PromptKind",
+    "WORKSPACE_MANIFEST",
     "SessionKeyError",
     "UnknownObjectError",
     "UnknownExpressionError",
+    "WorkspaceError",
+    "WorkspaceMismatchError",
+    "VideoIdentity",
     "CompactMask",
     "Prompt",
     "MaskProposal",
@@ -57,13 +84,31 @@ __all__ = [
     "AnnotationSession",
 ]
 
-#: Who produced a frame's current mask: the engine (or propagation), the user's prompts, or an import.
-Origin = Literal["engine", "click", "import"]
-ORIGINS: tuple[str, ...] = ("engine", "click", "import")
+#: Who produced a frame's current mask: the engine, the user's prompts (``"click"``), an import,
+#: propagation from another frame, seed 003's refinement (``"refined"``) or a mask drawn by hand
+#: (``"manual"``, e.g. the first mask of an object added on any frame).
+Origin = Literal["engine", "click", "import", "propagated", "refined", "manual"]
+ORIGINS: tuple[str, ...] = ("engine", "click", "import", "propagated", "refined", "manual")
+#: Origins that mark a frame as edited by hand (kept by propagation; see ``hand_edited_frames``).
+HAND_ORIGINS: tuple[str, ...] = ("click", "manual")
 PromptKind = Literal["point", "box"]
 
 #: Default bound on the number of undoable edits kept.
 DEFAULT_MAX_UNDO = 200
+
+#: The workspace manifest's file name (see the module docstring for the layout).
+WORKSPACE_MANIFEST = "workspace.json"
+_WORKSPACE_OBJECTS = "objects"
+_WORKSPACE_FORMAT = "rvos-workbench-workspace"
+_WORKSPACE_VERSION = 1
+_OBJECT_FILE = re.compile(r"^obj(\d+)-r(\d+)\.json$")
+#: Temp names that rvos_core.fileio.atomic_output_path gives the manifest and object files.
+_TEMP_FILE = re.compile(r"^\.(workspace\.json|obj\d+-r\d+\.json)\.tmp-[0-9a-f]+\.json$")
+#: Side of the square RGB thumbnails that fingerprint a video's content.
+_THUMB_SIDE = 16
+#: Largest mean absolute thumbnail difference (0..255 levels) still taken as the same video
+#: (room for decoder differences between machines; another clip differs by far more).
+_THUMB_TOLERANCE = 6.0
 
 _POSITIVE_RGB = (0, 200, 0)
 _NEGATIVE_RGB = (220, 0, 0)
@@ -88,6 +133,14 @@ class UnknownObjectError(SessionKeyError):
 
 class UnknownExpressionError(SessionKeyError):
     """An ``exp_id`` that is not in the session; the message lists the valid ids."""
+
+
+class WorkspaceError(ValueError):
+    """A workspace folder's files are malformed; the message names the file, the field and the value."""
+
+
+class WorkspaceMismatchError(WorkspaceError):
+    """A workspace belongs to another video; the message names both videos and what differs."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,6 +412,358 @@ class _LazyObjectMasks(Sequence["np.ndarray | None"]):
 
 
 # ----------------------------------------------------------------------------------------------
+# workspace files (autosave; layout in the module docstring)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class VideoIdentity:
+    """What ties a workspace to its video: path, geometry and a content fingerprint.
+
+    Two identities are the same video when frame count and size are equal and each fingerprint
+    thumbnail differs by at most 6 grey levels on average (room for decoder differences between
+    machines). The path is informational: a moved or copied clip still matches.
+
+    Attributes:
+        path: the video's absolute path when it was identified.
+        num_frames: T. height, width: H, W in pixels.
+        thumbnails: frame index → ``(16, 16, 3)`` uint8 RGB thumbnail (``cv2.INTER_AREA``) of
+            frames 0, T // 2 and T − 1.
+    """
+
+    path: str
+    num_frames: int
+    height: int
+    width: int
+    thumbnails: dict[int, np.ndarray]
+
+    @classmethod
+    def of(cls, video: VideoSource) -> VideoIdentity:
+        """Identify ``video`` (decodes three frames)."""
+        import cv2
+
+        meta = video.meta
+        frames = sorted({0, meta.num_frames // 2, meta.num_frames - 1})
+        thumbs = {t: cv2.resize(video.get_frame(t), (_THUMB_SIDE, _THUMB_SIDE), interpolation=cv2.INTER_AREA)
+                  for t in frames}
+        return cls(os.path.abspath(meta.path), int(meta.num_frames), int(meta.height), int(meta.width), thumbs)
+
+    def describe(self) -> str:
+        """``"<path> (T frames of WxH)"``."""
+        return f"{self.path} ({self.num_frames} frames of {self.width}x{self.height})"
+
+    def difference(self, other: VideoIdentity) -> str | None:
+        """Why ``other`` is another video (frame count, size or content), or None when it is the same."""
+        if self.num_frames != other.num_frames:
+            return f"{self.num_frames} vs {other.num_frames} frames"
+        if (self.height, self.width) != (other.height, other.width):
+            return f"frame size {self.width}x{self.height} vs {other.width}x{other.height}"
+        for t, thumb in sorted(self.thumbnails.items()):
+            theirs = other.thumbnails.get(t)
+            if theirs is None:
+                return f"no fingerprint of frame {t}"
+            diff = float(np.abs(thumb.astype(np.int16) - theirs.astype(np.int16)).mean())
+            if diff > _THUMB_TOLERANCE:
+                return f"frame {t} shows other content (mean thumbnail difference {diff:.1f} grey levels)"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's ``"video"`` field (thumbnails as base64 of the raw uint8 RGB bytes)."""
+        return {
+            "path": self.path, "num_frames": self.num_frames, "height": self.height, "width": self.width,
+            "thumbnails": {str(t): base64.b64encode(th.tobytes()).decode("ascii")
+                           for t, th in sorted(self.thumbnails.items())},
+        }
+
+    @classmethod
+    def from_json(cls, raw: object, where: str) -> VideoIdentity:
+        """Parse :meth:`to_json`'s output. Raises :class:`WorkspaceError` naming ``where`` and the field."""
+        path = _field(raw, "path", "str", where)
+        t, h, w = (_field(raw, key, "int", where) for key in ("num_frames", "height", "width"))
+        thumbs = {}
+        for key, text in _field(raw, "thumbnails", "object", where).items():
+            try:
+                data = base64.b64decode(text, validate=True)
+                thumbs[int(key)] = np.frombuffer(data, np.uint8).reshape(_THUMB_SIDE, _THUMB_SIDE, 3)
+            except (TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+                raise WorkspaceError(f"{where}.thumbnails[{key!r}]: expected base64 of a {_THUMB_SIDE}x"
+                                     f"{_THUMB_SIDE} RGB thumbnail ({exc})") from None
+        return cls(path, t, h, w, thumbs)
+
+
+def _mismatch_message(folder: Path, stored: VideoIdentity, current: VideoIdentity, reason: str) -> str:
+    return (f"workspace {folder} belongs to the video {stored.describe()}, not to {current.describe()}: "
+            f"{reason}; open that video, or attach this one to another folder")
+
+
+_JSON_KINDS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "int": ("an int >= 0", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "list": ("a list", lambda v: isinstance(v, list)),
+    "object": ("a JSON object", lambda v: isinstance(v, dict)),
+}
+
+
+def _field(raw: object, key: str, kind: str, where: str) -> Any:
+    """``raw[key]``, checked to be of ``kind`` (a key of ``_JSON_KINDS``); else :class:`WorkspaceError`."""
+    if not isinstance(raw, dict):
+        raise WorkspaceError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+    what, ok = _JSON_KINDS[kind]
+    value = raw.get(key)
+    if not ok(value):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise WorkspaceError(f"{where}.{key}: expected {what}, got {shown}")
+    return value
+
+
+def _read_json(path: Path) -> Any:
+    """Parse a workspace JSON file. Raises FileNotFoundError, or :class:`WorkspaceError` for bad JSON."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such workspace file")
+    try:
+        return json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WorkspaceError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as compact JSON, atomically (:func:`rvos_core.fileio.atomic_output_path`)."""
+    data = json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    with atomic_output_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _prompt_json(prompt: Prompt) -> dict[str, Any]:
+    if prompt.kind == "point":
+        return {"kind": "point", "xy": list(prompt.xy or ()), "label": prompt.label}
+    return {"kind": "box", "box": list(prompt.box or ())}
+
+
+def _prompt_from_json(raw: object, frame: int, where: str) -> Prompt:
+    kind = _field(raw, "kind", "str", where)
+    values = _field(raw, "xy" if kind == "point" else "box", "list", where)
+    try:
+        coords = tuple(_as_float(v, "prompt coordinate") for v in values)
+        if kind == "point":
+            return Prompt(frame, "point", xy=coords, label=raw.get("label"))  # type: ignore[arg-type]
+        return Prompt(frame, kind, box=coords)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise WorkspaceError(f"{where}: {exc}") from None
+
+
+def _origin_from_json(value: object, where: str) -> Origin | None:
+    if value is not None and value not in ORIGINS:
+        raise WorkspaceError(f"{where}: expected null or one of {ORIGINS}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _mask_from_json(rle: object, where: str, size_hw: tuple[int, int]) -> CompactMask | None:
+    from rvos_core.masks import rle_to_mask
+
+    if rle is None:
+        return None
+    try:
+        return _encode_or_none(rle_to_mask(rle, expected_size=size_hw))  # type: ignore[arg-type]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WorkspaceError(f"{where}: not an RLE mask of size {list(size_hw)} ({exc})") from None
+
+
+def _object_json(obj: TrackedObject, rle_of: Callable[[CompactMask | None], dict | None]) -> dict[str, Any]:
+    """An object file's content: name, colour, and per frame mask (RLE), origin, prompts, proposal."""
+    frames = []
+    for t in sorted(set(obj.masks) | set(obj.origin) | set(obj.prompts)):
+        item: dict[str, Any] = {"frame": t, "mask": rle_of(obj.masks.get(t)), "origin": obj.origin.get(t)}
+        if t in obj.prompts:
+            base = obj.proposals[t]
+            item["prompts"] = [_prompt_json(p) for p in obj.prompts[t]]
+            item["proposal"] = {"mask": rle_of(base.mask), "origin": base.origin}
+        frames.append(item)
+    return {"obj_id": obj.obj_id, "name": obj.name, "color": list(obj.color), "frames": frames}
+
+
+def _object_from_json(raw: object, where: str, obj_id: int, size_hw: tuple[int, int],
+                      num_frames: int) -> TrackedObject:
+    """Parse :func:`_object_json`'s output. Raises :class:`WorkspaceError` naming the field."""
+    got = _field(raw, "obj_id", "int", where)
+    if got != obj_id:
+        raise WorkspaceError(f"{where}.obj_id: {got}, but the manifest names this file for object {obj_id}")
+    try:
+        color = _check_color(raw.get("color"))
+    except ValueError as exc:
+        raise WorkspaceError(f"{where}.color: {exc}") from None
+    obj = TrackedObject(obj_id, _field(raw, "name", "str", where), color)
+    for k, item in enumerate(_field(raw, "frames", "list", where)):
+        _load_frame(obj, item, f"{where}.frames[{k}]", size_hw, num_frames)
+    return obj
+
+
+def _load_frame(obj: TrackedObject, raw: object, where: str, size_hw: tuple[int, int], num_frames: int) -> None:
+    t = _field(raw, "frame", "int", where)
+    if t >= num_frames:
+        raise WorkspaceError(f"{where}.frame: {t}; expected < {num_frames} (the video's frame count)")
+    mask = _mask_from_json(raw.get("mask"), f"{where}.mask", size_hw)
+    origin = _origin_from_json(raw.get("origin"), f"{where}.origin")
+    if mask is not None:
+        obj.masks[t] = mask
+    if origin is not None:
+        obj.origin[t] = origin
+    if "prompts" in raw:
+        items = _field(raw, "prompts", "list", where)
+        if not items:
+            raise WorkspaceError(f"{where}.prompts: expected at least one prompt (frames without prompts omit it)")
+        base = _field(raw, "proposal", "object", where)
+        obj.prompts[t] = [_prompt_from_json(p, t, f"{where}.prompts[{i}]") for i, p in enumerate(items)]
+        obj.proposals[t] = MaskProposal(_mask_from_json(base.get("mask"), f"{where}.proposal.mask", size_hw),
+                                        _origin_from_json(base.get("origin"), f"{where}.proposal.origin"))
+
+
+@dataclass
+class _Manifest:
+    """A parsed ``workspace.json``."""
+
+    revision: int
+    identity: VideoIdentity
+    video_name: str
+    next_obj_id: int
+    next_exp_id: int
+    object_files: dict[int, str]
+    expressions: dict[str, ExpressionEntry]
+
+
+def _read_manifest(folder: Path) -> _Manifest:
+    """Read and check ``folder/workspace.json``.
+
+    Raises:
+        FileNotFoundError: no manifest. WorkspaceError: malformed; the message names the field.
+    """
+    path = folder / WORKSPACE_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no workspace manifest; expected a folder written by "
+                                "AnnotationSession.attach_workspace")
+    raw, where = _read_json(path), str(path)
+    if not isinstance(raw, dict) or raw.get("format") != _WORKSPACE_FORMAT:
+        raise WorkspaceError(f"{where}: not an RVOS Workbench workspace "
+                             f"(expected \"format\": \"{_WORKSPACE_FORMAT}\")")
+    if raw.get("version") != _WORKSPACE_VERSION:
+        raise WorkspaceError(f"{where}.version: {raw.get('version')!r}; "
+                             f"this library reads version {_WORKSPACE_VERSION}")
+    next_obj_id = _field(raw, "next_obj_id", "int", where)
+    files = _manifest_objects(raw, where, next_obj_id)
+    expressions, next_exp_id = _manifest_expressions(raw, where, files)
+    identity = VideoIdentity.from_json(raw.get("video"), f"{where}.video")
+    return _Manifest(_field(raw, "revision", "int", where), identity, _field(raw, "video_name", "str", where),
+                     next_obj_id, next_exp_id, files, expressions)
+
+
+def _manifest_objects(raw: dict, where: str, next_obj_id: int) -> dict[int, str]:
+    """The manifest's ``objects``: obj_id → object file name."""
+    files: dict[int, str] = {}
+    for k, item in enumerate(_field(raw, "objects", "list", where)):
+        at = f"{where}.objects[{k}]"
+        obj_id, name = _field(item, "obj_id", "int", at), _field(item, "file", "str", at)
+        match = _OBJECT_FILE.match(name)
+        if match is None or int(match.group(1)) != obj_id or obj_id >= next_obj_id or obj_id in files:
+            raise WorkspaceError(f"{at}: object {obj_id} with file {name!r}; expected a unique obj_id "
+                                 f"< next_obj_id ({next_obj_id}) and a file named obj{obj_id}-r<revision>.json")
+        files[obj_id] = name
+    return files
+
+
+def _manifest_expressions(raw: dict, where: str, files: dict[int, str]) -> tuple[dict[str, ExpressionEntry], int]:
+    """The manifest's ``expressions`` (exp_id → entry) and ``next_exp_id``."""
+    next_exp_id = _field(raw, "next_exp_id", "int", where)
+    out: dict[str, ExpressionEntry] = {}
+    for k, item in enumerate(_field(raw, "expressions", "list", where)):
+        at = f"{where}.expressions[{k}]"
+        exp_id, text = _field(item, "exp_id", "str", at), _field(item, "exp", "str", at)
+        obj_ids = _field(item, "obj_id", "list", at)
+        known = all(isinstance(i, int) and not isinstance(i, bool) and i in files for i in obj_ids)
+        if not known or len(set(obj_ids)) != len(obj_ids) or not text.strip() or exp_id in out:
+            raise WorkspaceError(f"{at}: expression {exp_id!r} ({text!r}) with obj_id {obj_ids}; expected a unique "
+                                 "exp_id, non-empty text and distinct ids of the workspace's objects")
+        if exp_id.isdigit() and int(exp_id) >= next_exp_id:
+            raise WorkspaceError(f"{at}.exp_id: {exp_id!r}; expected below next_exp_id ({next_exp_id})")
+        out[exp_id] = ExpressionEntry(exp_id, text, list(obj_ids))
+    return out, next_exp_id
+
+
+def _last_revision(folder: Path) -> int:
+    """The highest revision in ``folder/objects`` file names (0 when none), so new names never collide."""
+    objects = folder / _WORKSPACE_OBJECTS
+    found = [_OBJECT_FILE.match(p.name) for p in objects.iterdir()] if objects.is_dir() else []
+    return max((int(m.group(2)) for m in found if m), default=0)
+
+
+class _Workspace:
+    """The autosave target of one session: changed object files first, then the manifest (the commit).
+
+    Keeps the objects as last saved (copies sharing the immutable masks), so a save compares each
+    object with its saved copy (cheap: unchanged masks are the same objects) and rewrites only
+    changed ones; RLE encodings are cached per :class:`CompactMask`.
+    """
+
+    def __init__(self, folder: Path, identity: VideoIdentity, revision: int,
+                 saved: dict[int, tuple[TrackedObject, str]] | None = None) -> None:
+        self.folder = folder
+        self.identity = identity
+        self.revision = revision
+        self._saved: dict[int, tuple[TrackedObject, str]] = dict(saved or {})
+        self._rle: weakref.WeakKeyDictionary[CompactMask, dict] = weakref.WeakKeyDictionary()
+
+    def save(self, session: AnnotationSession) -> None:
+        """Write the session's state: changed objects, then the manifest, then drop stale files."""
+        revision = self.revision + 1
+        saved: dict[int, tuple[TrackedObject, str]] = {}
+        for obj_id, obj in session.state.objects.items():
+            old = self._saved.get(obj_id)
+            if old is not None and old[0] == obj:
+                saved[obj_id] = old
+            else:
+                name = f"obj{obj_id}-r{revision}.json"
+                _write_json(self.folder / _WORKSPACE_OBJECTS / name, _object_json(obj, self._rle_of))
+                saved[obj_id] = (obj.copy(), name)
+        _write_json(self.folder / WORKSPACE_MANIFEST, self._manifest(session, revision, saved))
+        self.revision, self._saved = revision, saved
+        self.remove_stale_files()
+
+    def _manifest(self, session: AnnotationSession, revision: int,
+                  saved: dict[int, tuple[TrackedObject, str]]) -> dict[str, Any]:
+        st = session.state
+        return {
+            "format": _WORKSPACE_FORMAT, "version": _WORKSPACE_VERSION, "revision": revision,
+            "video": self.identity.to_json(), "video_name": session.video_name,
+            "next_obj_id": st.next_obj_id, "next_exp_id": st.next_exp_id,
+            "objects": [{"obj_id": i, "file": saved[i][1]} for i in st.objects],
+            "expressions": [{"exp_id": e.exp_id, "exp": e.text, "obj_id": list(e.obj_ids)}
+                            for e in st.expressions.values()],
+        }
+
+    def _rle_of(self, mask: CompactMask | None) -> dict | None:
+        from rvos_core.masks import mask_to_rle
+
+        if mask is None:
+            return None
+        rle = self._rle.get(mask)
+        if rle is None:
+            rle = self._rle[mask] = mask_to_rle(mask.decode())
+        return rle
+
+    def remove_stale_files(self) -> None:
+        """Delete object files the manifest does not name and temp files left by a crash (best effort)."""
+        keep = {name for _, name in self._saved.values()}
+        objects = self.folder / _WORKSPACE_OBJECTS
+        candidates = [*objects.iterdir()] if objects.is_dir() else []
+        candidates += [p for p in self.folder.iterdir() if p.name.startswith(f".{WORKSPACE_MANIFEST}.tmp-")]
+        for p in candidates:
+            stale = _OBJECT_FILE.match(p.name) is not None and p.name not in keep
+            if stale or (_TEMP_FILE.match(p.name) is not None and p.is_file()):
+                try:
+                    p.unlink()
+                except OSError:
+                    pass  # a leftover is harmless: the manifest never names it
+
+
+# ----------------------------------------------------------------------------------------------
 # the session
 # ----------------------------------------------------------------------------------------------
 
@@ -396,14 +801,85 @@ def _as_float(value: object, what: str) -> float:
     return out
 
 
+def _check_color(color: object) -> tuple[int, int, int]:
+    """``color`` as an ``(R, G, B)`` tuple of ints in 0..255; ValueError otherwise."""
+    values = list(color) if isinstance(color, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != 3 or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and 0 <= v <= 255
+            for v in values):
+        raise ValueError(f"color must be (R, G, B) with ints in 0..255, got {color!r}")
+    return int(values[0]), int(values[1]), int(values[2])
+
+
+def _encode_or_none(mask: np.ndarray) -> CompactMask | None:
+    """A :class:`CompactMask` of a non-empty ``(H, W)`` bool mask; None for an all-False one ("no mask")."""
+    return CompactMask.encode(mask) if mask.any() else None
+
+
+def _unpack_step(step: object, k: int) -> tuple[object, object]:
+    """``(frame, mask)`` of a propagation step: an object with ``.frame`` and ``.mask`` or a pair."""
+    if hasattr(step, "frame") and hasattr(step, "mask"):
+        return step.frame, step.mask  # type: ignore[attr-defined]
+    try:
+        frame, mask = step  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ValueError(f"propagation step {k}: expected a (frame, mask) pair or an object with .frame and "
+                         f".mask (e.g. rvos_core.propagation.PropagationStep), got {type(step).__name__}") from None
+    return frame, mask
+
+
+def _default_color(obj_id: int) -> tuple[int, int, int]:
+    """:func:`rvos_core.masks.object_color` of ``obj_id % 255`` (255 palette colours; ids are never reused)."""
+    from rvos_core.masks import object_color
+
+    return object_color(obj_id % 255)
+
+
+def _split_video(split_path: Path, video_name: str) -> VideoSource:
+    """The frames of ``video_name`` in a MeViS split folder: ``<split>/JPEGImages/<video_name>``."""
+    from rvos_core.video import open_video
+
+    if not Path(split_path).is_dir():
+        raise ValueError(f"{split_path} is a zip; pass the video's frames (a VideoSource) as `video`")
+    return open_video(Path(split_path) / "JPEGImages" / video_name)
+
+
+def _mevis_size(split: Any, video_name: str) -> tuple[int, int] | None:
+    """``(H, W)`` of a split's video, or None when the split holds neither a JPEG nor a mask of it."""
+    from rvos_core.formats.mevis import MevisFormatError
+
+    try:
+        return split.frame_size(video_name)
+    except MevisFormatError:
+        return None
+
+
+def _mevis_object_annos(expressions: dict[str, Any], where: str) -> dict[int, int]:
+    """obj_id → anno_id over a video's MeViS expressions; ValueError for an obj_id with two anno_ids."""
+    out: dict[int, int] = {}
+    for exp_id, e in expressions.items():
+        for obj_id, anno in zip(e.obj_id, e.anno_id):
+            if out.setdefault(obj_id, anno) != anno:
+                raise ValueError(f"{where}: obj_id {obj_id} has anno_id {out[obj_id]} and {anno} (expression "
+                                 f"{exp_id!r}); expected one anno_id per object")
+    return out
+
+
 class AnnotationSession:
     """The annotation state of one video: objects with per-frame masks, referring expressions, prompt
     logs and undo/redo — no UI, no model (refiners are passed per call).
 
-    Every edit (:meth:`accept_result`, :meth:`add_object`, :meth:`rename_object`,
-    :meth:`delete_object`, :meth:`add_click`, :meth:`add_box`, :meth:`clear_prompts`,
-    :meth:`set_mask`) is atomic: it either completes and becomes one undo step, or raises and leaves
-    the state unchanged. Not thread-safe: one session belongs to one user.
+    Every edit is atomic: it either completes and becomes one undo step, or raises and leaves the
+    state unchanged. Edits: objects (:meth:`add_object` on any frame, :meth:`rename_object`,
+    :meth:`set_object_color`, :meth:`delete_object`), expressions (:meth:`accept_result`,
+    :meth:`accept_masklets`, :meth:`add_expression`, :meth:`set_expression_text`,
+    :meth:`set_expression_objects`, :meth:`link_object`, :meth:`unlink_object`,
+    :meth:`delete_expression`), masks (:meth:`add_click`, :meth:`add_box`, :meth:`clear_prompts`,
+    :meth:`set_mask`, :meth:`refine_seed003`, :meth:`apply_propagation`) and imports
+    (:meth:`import_davis`, :meth:`import_prediction_pngs`). With a workspace attached
+    (:meth:`attach_workspace`, :meth:`open_workspace`, :meth:`resume`), each edit, undo and redo is
+    saved before the call returns; if that save fails, the edit is rolled back and the error raised.
+    Not thread-safe: one session belongs to one user.
 
     Args:
         video: the video (frames ``(H, W, 3)`` uint8 RGB, read lazily).
@@ -428,6 +904,7 @@ class AnnotationSession:
         )
         self.state: SessionState = SessionState()
         self.history: EditHistory = EditHistory(max_undo)
+        self._workspace: _Workspace | None = None
 
     # ----- geometry ------------------------------------------------------------------------
 
@@ -509,27 +986,63 @@ class AnnotationSession:
         """Bytes of mask payload held by the current state (all objects' masks and proposals)."""
         return sum(o.nbytes() for o in self.state.objects.values())
 
+    def hand_edited_frames(self, obj_id: int) -> set[int]:
+        """Frames of an object edited by hand: frames with prompts (clicks, boxes) or whose mask has
+        origin ``"click"`` or ``"manual"`` (:data:`HAND_ORIGINS`). Propagation keeps these by default.
+
+        Raises:
+            UnknownObjectError.
+        """
+        obj = self._object(obj_id)
+        return set(obj.prompts) | {t for t, origin in obj.origin.items() if origin in HAND_ORIGINS}
+
     # ----- objects and expressions ---------------------------------------------------------
 
-    def add_object(self, name: str | None = None, exp_id: str | None = None) -> int:
-        """Create an empty object and return its new ``obj_id``.
+    def add_object(self, name: str | None = None, exp_id: str | None = None, *,
+                   color: Sequence[int] | None = None, frame: int | None = None,
+                   mask: np.ndarray | None = None) -> int:
+        """Create an object and return its new ``obj_id`` (no cap on the number of objects).
 
         Args:
             name: display name; default ``"object <obj_id>"``.
             exp_id: if given, the new object is also added to that expression's ``obj_ids``.
+            color: ``(R, G, B)`` ints in 0..255; default :func:`rvos_core.masks.object_color` of
+                ``obj_id % 255``.
+            frame, mask: optionally the object's first mask, on any frame: ``mask`` ``(H, W)`` bool
+                (or 0/non-zero) on frame ``frame``, stored with origin ``"manual"``. Give both or neither;
+                without them the object starts empty (e.g. for a first click on any frame).
 
         Raises:
-            ValueError: an empty name. UnknownExpressionError: unknown ``exp_id``.
+            ValueError: an empty name, a bad colour, only one of frame/mask, a mask of the wrong shape.
+            UnknownExpressionError: unknown ``exp_id``. IndexError: ``frame`` out of range.
         """
         if name is not None:
             name = _check_text(name, "object name")
         if exp_id is not None:
             self._expression(exp_id)
+        rgb = None if color is None else _check_color(color)
+        if (frame is None) != (mask is None):
+            raise ValueError(f"add_object: give both frame and mask (the first mask) or neither; got "
+                             f"frame={frame!r} and mask={'None' if mask is None else 'an array'}")
+        first = None if frame is None else (self._check_frame(frame), self._check_mask(mask, "first mask"))
         with self._edit("add object"):
-            obj_id = self._new_object(name)
+            obj_id = self._new_object(name, rgb)
             if exp_id is not None:
                 self.state.expressions[exp_id].obj_ids.append(obj_id)
+            if first is not None:
+                self._store(self.state.objects[obj_id], first[0], first[1], "manual")
         return obj_id
+
+    def set_object_color(self, obj_id: int, color: Sequence[int]) -> None:
+        """Set an object's display colour ``(R, G, B)``, ints in 0..255.
+
+        Raises:
+            UnknownObjectError. ValueError: not three ints in 0..255.
+        """
+        rgb = _check_color(color)
+        self._object(obj_id)
+        with self._edit("set object colour"):
+            self.state.objects[obj_id].color = rgb
 
     def rename_object(self, obj_id: int, name: str) -> None:
         """Rename an object. Raises :class:`UnknownObjectError`, ValueError (empty name)."""
@@ -566,15 +1079,108 @@ class AnnotationSession:
         text = _check_text(expression, "expression")
         stacks = self._check_result(result)
         with self._edit("accept result"):
-            obj_ids = []
-            for k, masks in enumerate(stacks):
-                name = text if len(stacks) == 1 else f"{text} #{k + 1}"
-                obj = self.state.objects[self._new_object(name)]
-                for t in range(self.num_frames):
-                    self._store(obj, t, masks[t], "engine")
-                obj_ids.append(obj.obj_id)
-            entry = self._new_expression(text, obj_ids)
+            entry = self._new_expression(text, self._add_masklet_objects(text, stacks))
         return entry.copy()
+
+    def accept_masklets(self, exp_id: str, result: SegmentResult, indices: Sequence[int] | None = None) -> list[int]:
+        """Accept an engine's answer to an existing expression as one or more new objects.
+
+        Each chosen masklet becomes a new object (origin ``"engine"`` on every frame, named after the
+        expression as in :meth:`accept_result`) appended to the expression's ``obj_ids``.
+
+        Args:
+            exp_id: the expression the engine answered.
+            result: masks ``(T, H, W)`` bool per masklet, matching this video's geometry.
+            indices: which masklets to accept (positions in ``result.masklets``); None for all.
+
+        Returns:
+            The new obj_ids, in the order of ``indices``.
+
+        Raises:
+            UnknownExpressionError. ValueError: result geometry, or an index that is not a distinct
+            int in ``[0, len(result.masklets) − 1]``.
+        """
+        entry = self._expression(exp_id)
+        stacks = self._check_result(result)
+        chosen = list(range(len(stacks))) if indices is None else list(indices)
+        valid = all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < len(stacks)
+                    for i in chosen)
+        if not valid or len(set(chosen)) != len(chosen):
+            raise ValueError(f"indices must be distinct masklet positions in [0, {len(stacks) - 1}], got {indices!r}")
+        with self._edit("accept masklets"):
+            obj_ids = self._add_masklet_objects(entry.text, [stacks[i] for i in chosen])
+            self.state.expressions[exp_id].obj_ids.extend(obj_ids)
+        return obj_ids
+
+    def add_expression(self, text: str, obj_ids: Sequence[int] = ()) -> ExpressionEntry:
+        """Record a referring expression, optionally linked to existing objects.
+
+        Args:
+            text: the expression (leading/trailing spaces dropped); must not be empty.
+            obj_ids: distinct ids of existing objects it refers to (may be empty, e.g. before the
+                engine answers it).
+
+        Returns:
+            A copy of the new :class:`ExpressionEntry` (``exp_id`` ``"0"``, ``"1"``, …).
+
+        Raises:
+            ValueError: empty text, repeated obj_ids. UnknownObjectError: an unknown obj_id.
+        """
+        text = _check_text(text, "expression")
+        ids = self._check_obj_ids(obj_ids)
+        with self._edit("add expression"):
+            entry = self._new_expression(text, ids)
+        return entry.copy()
+
+    def set_expression_text(self, exp_id: str, text: str) -> None:
+        """Edit an expression's text. Raises :class:`UnknownExpressionError`, ValueError (empty text)."""
+        text = _check_text(text, "expression")
+        self._expression(exp_id)
+        with self._edit("edit expression"):
+            self.state.expressions[exp_id].text = text
+
+    def set_expression_objects(self, exp_id: str, obj_ids: Sequence[int]) -> None:
+        """Set the objects an expression refers to (replaces the list; may be empty).
+
+        Raises:
+            UnknownExpressionError. UnknownObjectError: an unknown obj_id. ValueError: repeated ids.
+        """
+        self._expression(exp_id)
+        ids = self._check_obj_ids(obj_ids)
+        with self._edit("set expression objects"):
+            self.state.expressions[exp_id].obj_ids = ids
+
+    def link_object(self, exp_id: str, obj_id: int) -> None:
+        """Add an existing object to an expression's ``obj_ids``.
+
+        Raises:
+            UnknownExpressionError, UnknownObjectError. ValueError: already linked.
+        """
+        entry = self._expression(exp_id)
+        self._object(obj_id)
+        if obj_id in entry.obj_ids:
+            raise ValueError(f"object {obj_id} is already linked to expression {exp_id!r} (obj_ids {entry.obj_ids})")
+        with self._edit("link object"):
+            self.state.expressions[exp_id].obj_ids.append(int(obj_id))
+
+    def unlink_object(self, exp_id: str, obj_id: int) -> None:
+        """Remove an object from an expression's ``obj_ids`` (the object itself stays).
+
+        Raises:
+            UnknownExpressionError, UnknownObjectError. ValueError: not linked to that expression.
+        """
+        entry = self._expression(exp_id)
+        self._object(obj_id)
+        if obj_id not in entry.obj_ids:
+            raise ValueError(f"object {obj_id} is not linked to expression {exp_id!r} (obj_ids {entry.obj_ids})")
+        with self._edit("unlink object"):
+            self.state.expressions[exp_id].obj_ids.remove(obj_id)
+
+    def delete_expression(self, exp_id: str) -> None:
+        """Delete an expression (its objects stay; exp_ids are never reused). Raises :class:`UnknownExpressionError`."""
+        self._expression(exp_id)
+        with self._edit("delete expression"):
+            del self.state.expressions[exp_id]
 
     # ----- mask edits ------------------------------------------------------------------------
 
@@ -586,7 +1192,7 @@ class AnnotationSession:
 
         Args:
             mask: ``(H, W)`` bool (or 0/non-zero numbers); all False means "no mask".
-            origin: ``"engine"``, ``"click"`` or ``"import"``.
+            origin: one of :data:`ORIGINS`; ``"manual"`` for a mask drawn by hand.
 
         Raises:
             UnknownObjectError, IndexError (frame), ValueError (shape, dtype or origin).
@@ -597,10 +1203,98 @@ class AnnotationSession:
         if origin not in ORIGINS:
             raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
         with self._edit("set mask"):
-            obj = self.state.objects[obj_id]
-            obj.prompts.pop(frame, None)
-            obj.proposals.pop(frame, None)
-            self._store(obj, frame, arr, origin)
+            self._replace_mask(self.state.objects[obj_id], frame, _encode_or_none(arr), origin)
+
+    def refine_seed003(self, obj_id: int, frames: int | Sequence[int] | None, refiner: Refiner,
+                       n_pos: int = 10, n_neg: int = 5, seed: int = 0,
+                       progress: ProgressFn | None = None) -> list[int]:
+        """Refine an object's masks with seed 003's recipe, as one undo step.
+
+        Per frame (:func:`rvos_core.pipeline.refine_mask_seed003`; 2nd place, MeViS track, CVPR 2024
+        PVUW): the refiner is prompted with the box spanning the mask's extreme coordinates,
+        ``n_pos`` positive points sampled uniformly inside the mask and ``n_neg`` negative points
+        inside the box but outside the mask, with the mask as ``mask_prior``. Points are drawn with
+        ``np.random.default_rng([seed, frame])``, so a frame gets the same points whether refined
+        alone or with the others. Each refined frame gets origin ``"refined"``; its prompt log is
+        cleared and the refined mask becomes its base (as :meth:`set_mask`). All frames are refined
+        before anything is stored, so a refiner error changes nothing.
+
+        Args:
+            obj_id: the object.
+            frames: one frame, a sequence of frames, or None for every frame where the object has a mask.
+            refiner: a :class:`~rvos_core.refiners.base.Refiner`.
+            n_pos, n_neg: numbers of positive / negative points (ints ≥ 0; fewer when the mask or the
+                box background has fewer pixels).
+            seed: int ≥ 0.
+            progress: optional ``progress(done, total, message)``, once per refined frame.
+
+        Returns:
+            The refined frames, ascending.
+
+        Raises:
+            UnknownObjectError. IndexError: a frame out of range. ValueError: a named frame where the
+            object has no mask (or no mask at all with ``frames=None``), bad counts or seed, or a
+            refiner error / a refined mask of the wrong shape.
+        """
+        from rvos_core.pipeline import refine_mask_seed003
+
+        obj = self._object(obj_id)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        targets = self._refine_targets(obj, frames)
+        refined: dict[int, CompactMask | None] = {}
+        for done, t in enumerate(targets, start=1):
+            mask = refine_mask_seed003(refiner, self.video.get_frame(t), obj.masks[t].decode(), n_pos=n_pos,
+                                       n_neg=n_neg, rng=np.random.default_rng([int(seed), t]),
+                                       frame_key=f"{self.video.video_id}:{t}")
+            refined[t] = _encode_or_none(self._refined_mask(mask, refiner))
+            if progress is not None:
+                progress(done, len(targets), f"refine object {obj_id}: frame {t}")
+        with self._edit("refine (seed 003)"):
+            live = self.state.objects[obj_id]
+            for t, stored in refined.items():
+                self._replace_mask(live, t, stored, "refined")
+        return targets
+
+    def apply_propagation(self, obj_id: int, steps: Iterable[Any], overwrite_hand_edits: bool = False) -> list[int]:
+        """Write many frames' masks of one object (e.g. from propagation) as ONE undo step.
+
+        Each written frame gets origin ``"propagated"``, its prompt log is cleared and the mask becomes
+        its base (as :meth:`set_mask`). Frames edited by hand (:meth:`hand_edited_frames`) are kept
+        unless ``overwrite_hand_edits``. The steps are consumed completely before anything is stored
+        (masks are compressed as they arrive), so an error — from validation or from the iterable
+        itself — changes nothing; an iterable that stops early (cancelled) commits what it yielded.
+        A later step for the same frame replaces an earlier one. Nothing to write → no undo step.
+
+        Args:
+            obj_id: the object.
+            steps: ``(frame, mask)`` pairs, or objects with ``.frame`` and ``.mask`` attributes (such as
+                :class:`rvos_core.propagation.PropagationStep`); ``mask`` ``(H, W)`` bool (or 0/non-zero),
+                all False meaning "no mask".
+            overwrite_hand_edits: also overwrite hand-edited frames.
+
+        Returns:
+            The frames written, ascending (hand-edited frames that were kept are not in it).
+
+        Raises:
+            UnknownObjectError. IndexError: a frame out of range. ValueError: a malformed step or a mask
+            of the wrong shape (the message names the step).
+        """
+        self._object(obj_id)
+        keep = set() if overwrite_hand_edits else self.hand_edited_frames(obj_id)
+        pending: dict[int, CompactMask | None] = {}
+        for k, step in enumerate(steps):
+            raw_frame, raw_mask = _unpack_step(step, k)
+            frame = self._check_frame(raw_frame)  # type: ignore[arg-type]
+            arr = self._check_mask(raw_mask, f"propagation step {k} (frame {frame}) mask")  # type: ignore[arg-type]
+            if frame not in keep:
+                pending[frame] = _encode_or_none(arr)
+        if pending:
+            with self._edit("propagate"):
+                live = self.state.objects[obj_id]
+                for t, stored in pending.items():
+                    self._replace_mask(live, t, stored, "propagated")
+        return sorted(pending)
 
     def add_click(self, obj_id: int, frame: int, x: float, y: float, positive: bool, refiner: Refiner) -> np.ndarray:
         """Add a positive or negative click and re-segment the object on that frame.
@@ -687,24 +1381,127 @@ class AnnotationSession:
         return self.history.can_redo
 
     def undo(self) -> str:
-        """Undo the latest edit; returns its label (e.g. ``"positive click"``).
+        """Undo the latest edit; returns its label (e.g. ``"positive click"``). Autosaved like an edit.
 
         Raises:
-            IndexError: nothing to undo.
+            IndexError: nothing to undo. OSError: the autosave failed (the undo is then reverted).
         """
-        label, state = self.history.undo(self.state)
-        self.state = state
-        return label
+        return self._travel(self.history.undo, self.history.redo)
 
     def redo(self) -> str:
-        """Redo the latest undone edit; returns its label.
+        """Redo the latest undone edit; returns its label. Autosaved like an edit.
 
         Raises:
-            IndexError: nothing to redo.
+            IndexError: nothing to redo. OSError: the autosave failed (the redo is then reverted).
         """
-        label, state = self.history.redo(self.state)
-        self.state = state
+        return self._travel(self.history.redo, self.history.undo)
+
+    def _travel(self, step: Callable[[SessionState], tuple[str, SessionState]],
+                back: Callable[[SessionState], tuple[str, SessionState]]) -> str:
+        """Move through the history with ``step`` and autosave; if the save fails, ``back`` restores
+        both stacks and the state, and the error is raised."""
+        label, state = step(self.state)
+        previous, self.state = self.state, state
+        try:
+            self._autosave()
+        except BaseException:
+            back(state)
+            self.state = previous
+            raise
         return label
+
+    # ----- workspace (autosave) -------------------------------------------------------------
+
+    @property
+    def workspace(self) -> Path | None:
+        """The folder this session autosaves to, or None when none is attached."""
+        return None if self._workspace is None else self._workspace.folder
+
+    def attach_workspace(self, folder: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Autosave this session to ``folder`` from now on; the whole current state is written at once.
+
+        Layout and crash safety: see the module docstring. The folder (and parents) is created
+        when missing; files other than the workspace's own are left alone.
+
+        Args:
+            folder: the workspace folder.
+            overwrite: replace a workspace already in ``folder`` (of any video).
+
+        Returns:
+            ``Path(folder)``.
+
+        Raises:
+            WorkspaceMismatchError: ``folder`` holds a workspace of another video (names both).
+            FileExistsError: ``folder`` holds a workspace of this video (resume it instead).
+            WorkspaceError: ``folder`` holds a malformed manifest. OSError: the first save failed
+            (the session is then left without a workspace).
+        """
+        path = Path(folder)
+        identity = VideoIdentity.of(self.video)
+        if (path / WORKSPACE_MANIFEST).exists() and not overwrite:
+            stored = _read_manifest(path).identity
+            reason = stored.difference(identity)
+            if reason is not None:
+                raise WorkspaceMismatchError(_mismatch_message(path, stored, identity, reason))
+            raise FileExistsError(f"{path}: already holds a workspace of this video; resume it with "
+                                  "AnnotationSession.resume(folder, video), or pass overwrite=True to replace it")
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(f"{path}: not a folder; expected a workspace folder")
+        workspace = _Workspace(path, identity, _last_revision(path))
+        workspace.save(self)
+        self._workspace = workspace
+        return path
+
+    def detach_workspace(self) -> None:
+        """Stop autosaving (the files stay as last saved)."""
+        self._workspace = None
+
+    @classmethod
+    def resume(cls, folder: str | os.PathLike[str], video: VideoSource,
+               max_undo: int = DEFAULT_MAX_UNDO) -> AnnotationSession:
+        """Reopen a workspace after a restart or a crash: objects, masks, prompt logs and expressions
+        as last saved (undo history starts empty), autosaving to the same folder again.
+
+        Leftovers of an interrupted save (temp files, object files the manifest does not name) are
+        deleted.
+
+        Args:
+            folder: a workspace folder written by :meth:`attach_workspace`.
+            video: the same video (matched by frame count, size and content; the path may differ).
+
+        Raises:
+            FileNotFoundError: no manifest, or an object file it names is missing.
+            WorkspaceMismatchError: the workspace belongs to another video (names both).
+            WorkspaceError: malformed files (the message names the file and field).
+        """
+        path = Path(folder)
+        manifest = _read_manifest(path)
+        identity = VideoIdentity.of(video)
+        reason = manifest.identity.difference(identity)
+        if reason is not None:
+            raise WorkspaceMismatchError(_mismatch_message(path, manifest.identity, identity, reason))
+        size_hw = (identity.height, identity.width)
+        objects = {}
+        for obj_id, name in manifest.object_files.items():
+            file = path / _WORKSPACE_OBJECTS / name
+            objects[obj_id] = _object_from_json(_read_json(file), str(file), obj_id, size_hw, identity.num_frames)
+        session = cls(video, video_name=manifest.video_name, max_undo=max_undo)
+        session.state = SessionState(objects, manifest.expressions, manifest.next_obj_id, manifest.next_exp_id)
+        saved = {obj_id: (obj.copy(), manifest.object_files[obj_id]) for obj_id, obj in objects.items()}
+        session._workspace = _Workspace(path, identity, manifest.revision, saved)
+        session._workspace.remove_stale_files()
+        return session
+
+    @classmethod
+    def open_workspace(cls, folder: str | os.PathLike[str], video: VideoSource, video_name: str | None = None,
+                       max_undo: int = DEFAULT_MAX_UNDO) -> AnnotationSession:
+        """:meth:`resume` the workspace in ``folder`` when there is one, else start a new session on
+        ``video`` (named ``video_name``) autosaving there. Raises as those two."""
+        if (Path(folder) / WORKSPACE_MANIFEST).exists():
+            return cls.resume(folder, video, max_undo=max_undo)
+        session = cls(video, video_name=video_name, max_undo=max_undo)
+        session.attach_workspace(folder)
+        return session
 
     # ----- rendering ----------------------------------------------------------------------------
 
@@ -841,6 +1638,168 @@ class AnnotationSession:
         union = np.stack([self.union_mask(t, entry.obj_ids) for t in range(self.num_frames)])
         return write_prediction_pngs(out_dir, self.video_name, entry.exp_id, union, self.frame_names)
 
+    def export_davis_pngs(self, out_dir: str | os.PathLike[str], obj_ids: Sequence[int] | None = None,
+                          on_overlap: str = "error", overwrite: bool = False) -> list[Path]:
+        """Write the objects' masks as DAVIS-2017 palette PNGs, ``out_dir/<frame>.png``, one per frame.
+
+        Pixel value = ``obj_id + 1`` (0 background), so an object shows in its default colour
+        (:func:`rvos_core.masks.object_color` is the VOC palette entry ``obj_id + 1``); written with
+        :func:`rvos_core.formats.davis.write_davis_annotations` (each file atomic).
+
+        Args:
+            out_dir: the annotation folder.
+            obj_ids: objects to write; None for all.
+            on_overlap: ``"error"`` or ``"last"`` (the higher obj_id wins where objects overlap), as
+                :func:`rvos_core.formats.davis.ids_from_masks`.
+            overwrite: replace existing PNGs of the same names.
+
+        Returns:
+            The written paths, in frame order.
+
+        Raises:
+            UnknownObjectError. ValueError: an obj_id above 254 (no palette id left).
+            MaskOverlapError: overlapping objects with ``on_overlap="error"`` (names the frame and objects).
+            FileExistsError: a PNG exists and ``overwrite`` is false.
+        """
+        from rvos_core.formats.davis import ids_from_masks, write_davis_annotations
+
+        objs = self._objects(obj_ids)
+        too_big = [o.obj_id for o in objs if o.obj_id > 254]
+        if too_big:
+            raise ValueError(f"obj_ids {too_big} do not fit a DAVIS palette PNG (pixel value obj_id + 1 <= 255)")
+        ids = np.zeros((self.num_frames, self.height, self.width), np.uint8)
+        for t, name in enumerate(self.frame_names):
+            masks = {o.obj_id + 1: o.masks[t].decode() for o in objs if t in o.masks}
+            ids[t], _ = ids_from_masks(masks, (self.height, self.width), on_overlap=on_overlap,
+                                       where=f"video {self.video_name!r} frame {name!r}")
+        return write_davis_annotations(out_dir, ids, self.frame_names, overwrite=overwrite)
+
+    # ----- imports ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_mevis(cls, split_path: str | os.PathLike[str], video_name: str, video: VideoSource | None = None,
+                   max_undo: int = DEFAULT_MAX_UNDO) -> AnnotationSession:
+        """A session holding one video of a MeViS-layout split (folder or zip), read with
+        :func:`rvos_core.formats.mevis.read_mevis_split`.
+
+        Objects: one per ``obj_id`` that the video's expressions refer to, keeping it as the session's
+        obj_id (named ``"object <obj_id>"``, default colour); its masks are its ``anno_id``'s RLEs
+        from ``mask_dict.json`` (origin ``"import"`` on every frame; ``null`` → no mask; no masks at
+        all when the split has no ``mask_dict.json``, e.g. ``valid``). Expressions keep their ids,
+        ``exp`` text and ``obj_id`` lists. Undo history starts empty. With :meth:`export_mevis_zip`
+        this round-trips masks and expressions exactly.
+
+        Args:
+            split_path: the split folder or zip.
+            video_name: the video's name in ``meta_expressions.json``.
+            video: its frames; default ``<split>/JPEGImages/<video_name>`` (folder splits only).
+
+        Raises:
+            FileNotFoundError: no split / no frames. MevisFormatError: malformed split files.
+            ValueError: unknown video (lists the split's videos), a zip without ``video``, a video
+                whose frame count or size differs from the split's, an empty expression, or an
+                obj_id with two anno_ids.
+        """
+        from rvos_core.formats.mevis import read_mevis_split
+
+        with read_mevis_split(split_path) as split:
+            if video_name not in split.videos:
+                raise ValueError(f"video {video_name!r} is not in the split {split_path}; its videos: "
+                                 f"{split.videos[:20]}{' ...' if len(split.videos) > 20 else ''}")
+            frames = video if video is not None else _split_video(split.path, video_name)
+            session = cls(frames, video_name=video_name, max_undo=max_undo)
+            where = f"{split_path} video {video_name!r}"
+            session._check_import_geometry(where, len(split.frame_names(video_name)), _mevis_size(split, video_name))
+            expressions = split.expressions(video_name)
+            for obj_id, anno in sorted(_mevis_object_annos(expressions, where).items()):
+                masks = (split.object_mask(anno, t) if split.has_masks else None for t in range(session.num_frames))
+                session.state.objects[obj_id] = session._imported_object(obj_id, None, masks)
+            for exp_id, e in expressions.items():
+                _check_text(e.exp, f"{where} expression {exp_id!r}")  # kept verbatim, but not empty
+                session.state.expressions[exp_id] = ExpressionEntry(exp_id, e.exp, list(e.obj_id))
+        session.state.next_obj_id = max(session.state.objects, default=-1) + 1
+        session.state.next_exp_id = max((int(k) + 1 for k in session.state.expressions if k.isdigit()), default=0)
+        return session
+
+    @classmethod
+    def from_davis(cls, path: str | os.PathLike[str], video: VideoSource, video_name: str | None = None,
+                   max_undo: int = DEFAULT_MAX_UNDO) -> AnnotationSession:
+        """A session whose objects are read from DAVIS annotation PNGs (palette or 0/255), with
+        :func:`rvos_core.formats.davis.read_davis_annotations`.
+
+        Palette id ``k`` becomes ``obj_id = k − 1`` (the inverse of :meth:`export_davis_pngs`; a
+        DAVIS-2016 0/255 mask is id 1 → object 0), named ``"object <obj_id>"``, default colour, origin
+        ``"import"`` on every frame. No expressions; undo history starts empty.
+
+        Raises:
+            FileNotFoundError: no annotation PNGs. DavisFormatError: unreadable / colour PNGs.
+            ValueError: frame count or size differs from ``video``'s.
+        """
+        session = cls(video, video_name=video_name, max_undo=max_undo)
+        ids = session._read_davis(path)
+        for pid in (int(v) for v in np.unique(ids) if v != 0):
+            session.state.objects[pid - 1] = session._imported_object(pid - 1, None, ids == pid)
+        session.state.next_obj_id = max(session.state.objects, default=-1) + 1
+        return session
+
+    def import_davis(self, path: str | os.PathLike[str]) -> dict[int, int]:
+        """Add the objects of DAVIS annotation PNGs (palette or 0/255) as new objects, one undo step.
+
+        Each palette id present becomes a new object (next free obj_id, origin ``"import"`` on every frame).
+
+        Returns:
+            Palette id → new obj_id.
+
+        Raises:
+            As :meth:`from_davis`.
+        """
+        ids = self._read_davis(path)
+        mapping: dict[int, int] = {}
+        with self._edit("import DAVIS"):
+            for pid in (int(v) for v in np.unique(ids) if v != 0):
+                obj_id = self.state.next_obj_id
+                self.state.objects[obj_id] = self._imported_object(obj_id, None, ids == pid)
+                self.state.next_obj_id += 1
+                mapping[pid] = obj_id
+        return mapping
+
+    def import_prediction_pngs(self, path: str | os.PathLike[str], exp_id: str, video_name: str | None = None) -> int:
+        """Import one expression's predicted masks (MeViS prediction layout
+        ``<video>/<exp_id>/<frame>.png``, 8-bit 0/255, folder or zip; read with
+        :func:`rvos_core.formats.predictions.open_predictions`) as a new object linked to that
+        expression, one undo step.
+
+        A prediction is the union of the referred objects, so it becomes ONE object (named after the
+        expression, origin ``"import"`` on every frame).
+
+        Args:
+            path: the prediction folder or zip.
+            exp_id: an expression of this session; also the folder name read.
+            video_name: the video folder to read; default :attr:`video_name`.
+
+        Returns:
+            The new obj_id.
+
+        Raises:
+            UnknownExpressionError. FileNotFoundError: no such folder / zip. ValueError: a missing,
+            unreadable or malformed PNG (the message names it; nothing is imported).
+        """
+        from rvos_core.formats.predictions import open_predictions
+
+        entry = self._expression(exp_id)
+        name = self.video_name if video_name is None else _check_video_name(video_name)
+        with open_predictions(path) as source:
+            stack, problems = source.read_expression(name, exp_id, self.frame_names, (self.height, self.width))
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(f"{path}: cannot import the predictions of expression {exp_id!r}: {problems[0]}{more}")
+        with self._edit("import predictions"):
+            obj_id = self.state.next_obj_id
+            self.state.objects[obj_id] = self._imported_object(obj_id, entry.text, stack)
+            self.state.next_obj_id += 1
+            self.state.expressions[exp_id].obj_ids.append(obj_id)
+        return obj_id
+
     # ----- internals: lookup and validation -------------------------------------------------
 
     def _object(self, obj_id: int) -> TrackedObject:
@@ -904,6 +1863,45 @@ class AnnotationSession:
             arr = arr != 0
         return arr
 
+    def _check_obj_ids(self, obj_ids: Sequence[int]) -> list[int]:
+        if isinstance(obj_ids, (str, bytes)) or not isinstance(obj_ids, (Sequence, np.ndarray)):
+            raise ValueError(f"obj_ids must be a sequence of object ids, got {obj_ids!r}")
+        ids = [self._object(i).obj_id for i in obj_ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"obj_ids must be distinct, got {list(obj_ids)}")
+        return ids
+
+    def _refine_targets(self, obj: TrackedObject, frames: int | Sequence[int] | None) -> list[int]:
+        """The frames :meth:`refine_seed003` refines; each must hold a mask of ``obj``."""
+        if frames is None:
+            if not obj.masks:
+                raise ValueError(f"object {obj.obj_id} has no mask on any frame; seed 003's refinement "
+                                 "prompts from an existing mask")
+            return sorted(obj.masks)
+        listed = [frames] if isinstance(frames, (int, np.integer)) else list(frames)
+        targets = sorted({self._check_frame(t) for t in listed})
+        missing = [t for t in targets if t not in obj.masks]
+        if missing or not targets:
+            raise ValueError(f"object {obj.obj_id} has no mask on frame(s) {missing or listed}; seed 003's "
+                             f"refinement prompts from an existing mask (frames with a mask: {sorted(obj.masks)})")
+        return targets
+
+    def _check_import_geometry(self, where: str, num_frames: int, size_hw: tuple[int, int] | None) -> None:
+        """ValueError when imported data has another frame count or ``(H, W)`` than the video."""
+        size_ok = size_hw is None or tuple(size_hw) == (self.height, self.width)
+        if num_frames != self.num_frames or not size_ok:
+            shown = "?" if size_hw is None else f"{size_hw[1]}x{size_hw[0]}"
+            raise ValueError(f"{where}: {num_frames} frames of {shown}, but the video {self.video.meta.path} has "
+                             f"{self.num_frames} frames of {self.width}x{self.height}")
+
+    def _read_davis(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """``(T, H, W)`` uint8 palette ids of a DAVIS annotation folder, checked against the video."""
+        from rvos_core.formats.davis import read_davis_annotations
+
+        ann = read_davis_annotations(path)
+        self._check_import_geometry(str(ann.folder), len(ann.frame_names), ann.ids.shape[1:])
+        return ann.ids
+
     def _check_result(self, result: SegmentResult) -> list[np.ndarray]:
         expected = (self.num_frames, self.height, self.width)
         got = (result.num_frames, result.height, result.width)
@@ -921,23 +1919,45 @@ class AnnotationSession:
 
     @contextmanager
     def _edit(self, label: str) -> Iterator[None]:
-        """Run one edit as an undo step; on any error restore the state from before it."""
+        """Run one edit as an undo step, autosaved; on any error (autosave included) restore the
+        state from before it."""
         before = self.state.snapshot()
         try:
             yield
+            self._autosave()
         except BaseException:
             self.state = before
             raise
         self.history.record(label, before)
 
-    def _new_object(self, name: str | None) -> int:
-        from rvos_core.masks import object_color
+    def _autosave(self) -> None:
+        if self._workspace is not None:
+            self._workspace.save(self)
 
+    def _new_object(self, name: str | None, color: tuple[int, int, int] | None = None) -> int:
         obj_id = self.state.next_obj_id
         self.state.next_obj_id += 1
-        color = object_color(obj_id % 255)  # the palette has 255 object colours; ids are never reused
-        self.state.objects[obj_id] = TrackedObject(obj_id, name or f"object {obj_id}", color)
+        self.state.objects[obj_id] = TrackedObject(obj_id, name or f"object {obj_id}", color or _default_color(obj_id))
         return obj_id
+
+    def _add_masklet_objects(self, text: str, stacks: list[np.ndarray]) -> list[int]:
+        """New objects, one per ``(T, H, W)`` stack, origin ``"engine"``, named after ``text``."""
+        obj_ids = []
+        for k, masks in enumerate(stacks):
+            name = text if len(stacks) == 1 else f"{text} #{k + 1}"
+            obj = self.state.objects[self._new_object(name)]
+            for t in range(self.num_frames):
+                self._store(obj, t, masks[t], "engine")
+            obj_ids.append(obj.obj_id)
+        return obj_ids
+
+    def _imported_object(self, obj_id: int, name: str | None,
+                         masks: Iterable[np.ndarray | None]) -> TrackedObject:
+        """A new object with one imported mask (or None) per frame, origin ``"import"`` on every frame."""
+        obj = TrackedObject(obj_id, name or f"object {obj_id}", _default_color(obj_id))
+        for t, mask in enumerate(masks):
+            self._put(obj, t, None if mask is None else _encode_or_none(mask), "import")
+        return obj
 
     def _new_expression(self, text: str, obj_ids: list[int]) -> ExpressionEntry:
         exp_id = str(self.state.next_exp_id)
@@ -949,11 +1969,23 @@ class AnnotationSession:
     @staticmethod
     def _store(obj: TrackedObject, frame: int, mask: np.ndarray, origin: Origin) -> None:
         """Set one frame's mask (an all-False mask removes it) and its origin."""
-        if mask.any():
-            obj.masks[frame] = CompactMask.encode(mask)
-        else:
+        AnnotationSession._put(obj, frame, _encode_or_none(mask), origin)
+
+    @staticmethod
+    def _put(obj: TrackedObject, frame: int, stored: CompactMask | None, origin: Origin) -> None:
+        """Set one frame's compressed mask (None removes it) and its origin."""
+        if stored is None:
             obj.masks.pop(frame, None)
+        else:
+            obj.masks[frame] = stored
         obj.origin[frame] = origin
+
+    @staticmethod
+    def _replace_mask(obj: TrackedObject, frame: int, stored: CompactMask | None, origin: Origin) -> None:
+        """Replace a frame's mask and make it the frame's new base: its prompt log is dropped."""
+        obj.prompts.pop(frame, None)
+        obj.proposals.pop(frame, None)
+        AnnotationSession._put(obj, frame, stored, origin)
 
     @staticmethod
     def _restore(obj: TrackedObject, frame: int, base: MaskProposal) -> None:
@@ -993,13 +2025,17 @@ class AnnotationSession:
             self.video.get_frame(frame), points, labels, box=box, mask_prior=prior,
             frame_key=f"{self.video.video_id}:{frame}",
         )
-        mask = np.asarray(result.mask)
+        return self._refined_mask(result.mask, refiner)
+
+    def _refined_mask(self, mask: Any, refiner: Refiner) -> np.ndarray:
+        """A refiner's output as ``(H, W)`` bool; ValueError naming the refiner for another shape."""
+        arr = np.asarray(mask)
         name = getattr(refiner, "name", type(refiner).__name__)
-        if mask.shape != (self.height, self.width):
+        if arr.shape != (self.height, self.width):
             raise ValueError(
-                f"refiner {name!r} returned a mask of shape {mask.shape}; expected ({self.height}, {self.width})"
+                f"refiner {name!r} returned a mask of shape {arr.shape}; expected ({self.height}, {self.width})"
             )
-        return mask if mask.dtype == bool else mask != 0
+        return arr if arr.dtype == bool else arr != 0
 
     def _progress_frames(self, progress: ProgressFn | None, message: str) -> Callable[[int], np.ndarray]:
         """``i -> frame i`` that also reports ``progress(i, T, message)`` before reading each frame."""

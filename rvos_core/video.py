@@ -7,11 +7,33 @@ always returned as ``(H, W, 3) uint8`` RGB arrays at the video's original size.
 Frame names follow MeViS: ``"00000", "00001", …`` (5 digits) for video files; for frame folders the
 file stems are kept (so predictions can be written back under the dataset's own names).
 
+Decoding and memory. A frame of a video file is decoded starting from the keyframe before it, so a
+random read costs up to one keyframe interval of decoding. Measured with ``bench/memory_long_video.py``
+(1920×1080, 30 fps, shared 2-core dev machine at load ~4): x264's default interval of 250 frames gives
+0.35 s median / 0.59 s p95 per random frame; a camera-like interval of 30 frames (1 s) 0.14 / 0.25 s.
+For clips with long intervals (see :attr:`VideoSource.keyframe_indices`), re-encoding with a short
+one, e.g. ``ffmpeg -i in.mp4 -c:v libx264 -g 15 -crf 18 out.mp4``, makes random access faster.
+
+decord 0.6's CPU reader hands packets to its decoder thread faster than it takes frames back, and that
+thread keeps decoding the surplus into RGB frames after the read has returned (dmlc/decord#157, #208):
+left alone, one read followed by a pause decodes the rest of the file into memory (6.2 MB per 1080p
+frame; scrubbing a 10-minute 1080p clip passed 6 GB of RSS), and a starved decoder thread makes reads
+fail with "Unable to handle EOF" (such reads are retried). So every decoding call ends by resetting
+the reader to frame 0 (``seek(0)``: empties its queues, decodes nothing), unless the rest of the file
+after the frame read last is at most 128 MB of RGB frames (about 100 frames at 854×480, 20 at 1080p):
+short clips are never reset, and reading forwards continues where decoding stopped. A reset reader
+starts again from a keyframe, so nearby frames are decoded in *runs*, one seek per run: a cache miss
+up to 32 frames after the frame read last decodes it and the frames after it (4, then 8, 16, 32 on
+further such misses; at most 256 MB and never more than the cache holds), a miss up to 32 frames
+before it decodes it and the frames before it back to their keyframe (same bounds), and
+:meth:`VideoSource.iter_frames` reads 32-frame runs. A miss further away decodes one frame.
+
 Nothing happens at import time; decord and imageio are imported when first needed.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 import os
@@ -48,6 +70,16 @@ FRAME_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 DEFAULT_FOLDER_FPS = 24.0
 
 _NATURAL_SPLIT = re.compile(r"(\d+)")
+#: Runs of consecutive frames decoded on a cache miss near the frame read last: first length, longest
+#: length (also how near "near" is), and a byte cap (so a run of 4K frames stays small).
+_FIRST_RUN_FRAMES = 4
+_MAX_RUN_FRAMES = 32
+_MAX_RUN_BYTES = 256 * 2**20
+#: Attempts at decoding one frame when decord fails with its end-of-file race (see _is_eof_race).
+_DECODE_ATTEMPTS = 3
+#: decord's reader is reset after a read unless the rest of the file (all it could decode ahead)
+#: takes at most this many bytes of RGB frames; see the module docstring.
+_BACKLOG_BYTES = 128 * 2**20
 
 
 class VideoError(ValueError):
@@ -113,13 +145,21 @@ def _check_fps(value: Any, what: str = "fps") -> float:
 
 
 class _FileBackend:
-    """A decord reader for one video file. Not thread-safe: VideoSource serialises calls."""
+    """A decord reader for one video file. Not thread-safe: VideoSource serialises calls.
+
+    Every :meth:`read_many` ends with :meth:`_drop_backlog`, so between calls decord holds no decoded
+    frame, or at most the rest of a short file; see the module docstring.
+    """
+
+    prefers_runs = True  # a run of consecutive frames costs one seek
 
     def __init__(self, path: Path) -> None:
         import decord  # imported lazily: nothing at import time
 
         self.path = path
         self.padded_rows = False
+        self.position = 0  # the frame decord's reader returns next without seeking
+        self.frame_bytes = 0  # bytes of one decoded RGB frame (known after the first decode)
         try:
             self.reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         except Exception as exc:  # decord raises DECORDError (a RuntimeError) on bad input
@@ -135,34 +175,104 @@ class _FileBackend:
         except Exception:
             fps = float("nan")
         self.native_fps = fps if math.isfinite(fps) and fps > 0 else None
-        self.frame0 = self.read(0)
+        self.keyframes: tuple[int, ...] = _keyframes_of(self.reader)
+        self.frame0 = self.read_many([0])[0]
         self.height, self.width = self.frame0.shape[:2]
 
-    def read(self, index: int) -> np.ndarray:
-        try:
-            frame = _to_numpy(self.reader[index])
-        except Exception as exc:
-            raise VideoError(f"{self.path}: cannot decode frame {index} ({_first_line(exc)})") from None
-        if frame.ndim == 3 and frame.shape[2] > 3:
-            self.padded_rows = True
-            frame = _unpad_rows(frame)
-        return _as_rgb(frame, f"{self.path} frame {index}")
-
     def read_many(self, indices: list[int]) -> list[np.ndarray]:
-        if self.padded_rows or len(indices) == 1:
-            return [self.read(i) for i in indices]  # decord's get_batch fails on padded rows
+        """Frames at ``indices`` (sorted, unique), each its own array; a consecutive run costs one seek."""
+        consecutive = indices[-1] - indices[0] == len(indices) - 1
+        if consecutive or self.padded_rows:  # decord's get_batch fails on padded rows
+            return self._read_each(indices)
         try:
             batch = _to_numpy(self.reader.get_batch(indices))
         except Exception as exc:
-            raise VideoError(f"{self.path}: cannot decode frames {indices[:8]} ({_first_line(exc)})") from None
-        return [_as_rgb(batch[k], f"{self.path} frame {i}") for k, i in enumerate(indices)]
+            self._drop_backlog(force=True)
+            if not _is_eof_race(exc):
+                raise VideoError(f"{self.path}: cannot decode frames {indices[:8]} ({_first_line(exc)})") from None
+            return self._read_each(indices)
+        self.position = indices[-1] + 1
+        self._drop_backlog()
+        # copies: a cached view would keep the whole batch array alive
+        return [_as_rgb(batch[k].copy(), f"{self.path} frame {i}") for k, i in enumerate(indices)]
+
+    def _read_each(self, indices: list[int]) -> list[np.ndarray]:
+        try:
+            frames = [self._decode(i) for i in indices]
+        except BaseException:
+            self._drop_backlog(force=True)  # the reader's place is unknown after a failure
+            raise
+        self._drop_backlog()
+        return frames
+
+    def _decode(self, index: int) -> np.ndarray:
+        frame = self._fetch(index)
+        self.position = index + 1
+        if frame.ndim == 3 and frame.shape[2] > 3:
+            self.padded_rows = True
+            frame = _unpad_rows(frame)
+        frame = _as_rgb(frame, f"{self.path} frame {index}")
+        self.frame_bytes = frame.nbytes
+        return frame
+
+    def _fetch(self, index: int) -> np.ndarray:
+        """decord's frame ``index`` as an array; decord's end-of-file race is retried from a reset."""
+        attempts_left = _DECODE_ATTEMPTS
+        while True:
+            attempts_left -= 1
+            try:
+                return _to_numpy(self.reader[index])
+            except Exception as exc:
+                if attempts_left == 0 or not _is_eof_race(exc):
+                    raise VideoError(f"{self.path}: cannot decode frame {index} ({_first_line(exc)})") from None
+            self._drop_backlog(force=True)
+
+    def _drop_backlog(self, force: bool = False) -> None:
+        """Stop decord's decoder thread from decoding ahead (dmlc/decord#157, #208).
+
+        ``seek(0)`` empties decord's packet and frame queues and restarts its decoder thread, idle, at
+        frame 0 (a keyframe: exact, nothing decoded); the next read seeks from the keyframe before it.
+        Skipped (unless ``force``) when the rest of the file, all decord could decode ahead, is at most
+        ``_BACKLOG_BYTES`` of frames: the reader then keeps its place for the next forward read.
+        """
+        if self.reader is None:
+            return
+        if not force and (self.num_frames - self.position) * self.frame_bytes <= _BACKLOG_BYTES:
+            return
+        try:
+            self.reader.seek(0)
+        except Exception as exc:
+            raise VideoError(f"{self.path}: cannot reset the decoder ({_first_line(exc)})") from None
+        self.position = 0
 
     def close(self) -> None:
         self.reader = None
 
 
+def _is_eof_race(exc: BaseException) -> bool:
+    """decord 0.6 gave up waiting for its decoder thread at the end of the file.
+
+    Its reader pushes packets while it waits for a frame; when its decoder thread gets little CPU
+    (a loaded machine) the reader reaches the end of the file first and fails with "Unable to handle
+    EOF because it takes too long to retrieve last few frames" (``DECORD_EOF_RETRY_MAX``), even for
+    frame 0 of a long clip. Retrying from a reset decoder succeeds.
+    """
+    return "Unable to handle EOF" in str(exc)
+
+
+def _keyframes_of(reader: Any) -> tuple[int, ...]:
+    """Sorted keyframe indices from decord's index (always containing 0)."""
+    try:
+        keys = {int(k) for k in reader.get_key_indices()}
+    except Exception:
+        keys = set()
+    return tuple(sorted(keys | {0}))
+
+
 class _FolderBackend:
     """A folder of frame images; the size of frame 0 is read from its header only."""
+
+    prefers_runs = False  # every frame is its own file: nothing to gain from reading runs
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -179,6 +289,7 @@ class _FolderBackend:
         self.files = files
         self.frame_names = tuple(stems)
         self.num_frames = len(files)
+        self.keyframes = tuple(range(self.num_frames))  # every image decodes on its own
         self.width, self.height = _image_size(files[0])
 
     def read(self, index: int) -> np.ndarray:
@@ -243,13 +354,17 @@ class VideoSource:
 
     Opening reads metadata only (plus frame 0 for a video file, whose size decord reports only by
     decoding it; a frame folder's size comes from frame 0's header). Frames are decoded on demand
-    and kept in a bounded LRU cache of ``cache_size`` frames (0 disables caching).
+    and kept in a bounded LRU cache of ``cache_size`` frames (0 disables caching). Reading the frame
+    after (or before) the one read last decodes a run of consecutive frames into the cache at once,
+    as long as the cache can hold them (see the module docstring): sequential reading costs one seek
+    per run, not one per frame. Between calls, no decoded frame is held outside the cache.
 
     Args:
         path: a video file (``.mp4 .webm .avi .mov .mkv``) or a folder of ``.jpg/.jpeg/.png`` frames
             (natural sort; other files and hidden files are ignored).
         cache_size: maximum number of decoded frames kept in memory (int ≥ 0). Each 854×480 frame
-            is 1.2 MB.
+            is 1.2 MB, each 1920×1080 frame 6.2 MB. It also bounds the runs of consecutive frames
+            decoded at once: with 0 or 1, sequential reading of a video file seeks for every frame.
         fps: frames per second. For a folder: this value, default 24.0. For a video file: overrides
             the container's rate when given; if the container has no usable rate, 24.0.
 
@@ -273,7 +388,10 @@ class VideoSource:
         self._hits = 0
         self._misses = 0
         self._video_id: str | None = None
+        self._last_index: int | None = None  # the frame asked for last (cache hit or miss)
+        self._run_length = 0  # length of the last run of consecutive frames decoded
         self._meta = self._build_meta(user_fps)
+        self._keyframes = self._backend.keyframes
         if isinstance(self._backend, _FileBackend):
             self._cache_put(0, self._backend.frame0)  # decoded anyway to learn the size
             self._backend.frame0 = None
@@ -316,6 +434,16 @@ class VideoSource:
             self._video_id = _compute_video_id(self._path, self._backend)
         return self._video_id
 
+    @property
+    def keyframe_indices(self) -> tuple[int, ...]:
+        """Sorted indices of the frames decoding can start from (always including 0).
+
+        For a video file, decord's keyframe index; for a frame folder, every frame. Reading frame
+        ``i`` of a video file decodes every frame from the last keyframe ≤ ``i`` up to ``i``, so the
+        largest gap between keyframes bounds the cost of a random read (see the module docstring).
+        """
+        return self._keyframes
+
     def __len__(self) -> int:
         return self._meta.num_frames
 
@@ -333,11 +461,10 @@ class VideoSource:
             VideoError: the frame cannot be decoded, or the source is closed.
         """
         index = self._check_index(index)
-        cached = self._cache_get(index)
-        if cached is not None:
-            return cached.copy()
-        frame = self._read(index)
-        self._cache_put(index, frame)
+        frame = self._cache_get(index)
+        if frame is None:
+            frame = self._read_miss(index)
+        self._last_index = index
         return frame.copy()
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
@@ -369,9 +496,16 @@ class VideoSource:
         return np.stack([found[i] for i in idx])
 
     def iter_frames(self) -> Iterator[np.ndarray]:
-        """Yield every frame in order as ``(H, W, 3) uint8`` RGB (decoded one at a time)."""
-        for i in range(len(self)):
-            yield self.get_frame(i)
+        """Yield every frame in order as ``(H, W, 3) uint8`` RGB (fresh arrays the caller may keep).
+
+        Frames are decoded in runs of up to 32 consecutive frames (256 MB at most), one seek per run,
+        whatever the cache size; the cache is neither used nor filled.
+        """
+        step = self._run_cap()
+        for start in range(0, len(self), step):
+            with self._read_lock:
+                frames = self._require_open().read_many(list(range(start, min(start + step, len(self)))))
+            yield from frames
 
     def cache_info(self) -> dict[str, int]:
         """``{"hits", "misses", "size", "maxsize"}`` of the frame cache (counts of frames)."""
@@ -415,9 +549,42 @@ class VideoSource:
             raise VideoError(f"{self.path}: video source is closed")
         return self._backend
 
-    def _read(self, index: int) -> np.ndarray:
+    def _read_miss(self, index: int) -> np.ndarray:
+        """Decode ``index`` (with the run planned around it) and cache what was decoded."""
+        start, count = self._plan_run(index)
         with self._read_lock:
-            return self._require_open().read(index)
+            frames = self._require_open().read_many(list(range(start, start + count)))
+        for k, frame in enumerate(frames):
+            self._cache_put(start + k, frame)
+        return frames[index - start]
+
+    def _plan_run(self, index: int) -> tuple[int, int]:
+        """``(start, count)`` of the frames to decode for a cache miss at ``index``.
+
+        A miss a little after the frame read last (up to 32 frames: a slider dragged forwards, a
+        loop over the frames) decodes ``index`` and the frames after it; a miss a little before it
+        decodes the frames before ``index``, back to its keyframe at most, and ``index``. The run
+        doubles on each such miss in a row (from 4 up to :meth:`_run_cap`, never more than the cache
+        holds); any other miss decodes ``index`` alone.
+        """
+        limit = min(self._run_cap(), self._cache_size)
+        with self._cache_lock:
+            last = self._last_index
+            near = last is not None and 0 < abs(index - last) <= _MAX_RUN_FRAMES
+            if not (near and limit > 1 and self._require_open().prefers_runs):
+                self._run_length = 0
+                return index, 1
+            self._run_length = run = min(max(2 * self._run_length, _FIRST_RUN_FRAMES), limit)
+        if index > last:
+            return index, min(run, len(self) - index)
+        keyframe = self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]  # last one ≤ index
+        start = max(keyframe, index - run + 1)
+        return start, index - start + 1
+
+    def _run_cap(self) -> int:
+        """Longest run of consecutive frames decoded at once: 32 frames and at most 256 MB."""
+        frame_bytes = 3 * self._meta.width * self._meta.height
+        return max(1, min(_MAX_RUN_FRAMES, _MAX_RUN_BYTES // frame_bytes))
 
     def _cache_get(self, index: int) -> np.ndarray | None:
         with self._cache_lock:

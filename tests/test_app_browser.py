@@ -15,7 +15,9 @@ import io
 import os
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -44,18 +46,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served():
-    """The app (real engine + GrabCut) on a free port, with a 1 s heartbeat so a closed tab unloads fast."""
+@contextmanager
+def serve_app(**build_kwargs: Any) -> Iterator[tuple[Any, str]]:
+    """``demo.build_app(**build_kwargs)`` launched on a free port with a 1 s heartbeat (so a closed tab
+    unloads fast); yields ``(app, url)`` and closes the app (and frees every workspace) afterwards."""
     import demo
-    from rvos_core.engines.registry import engine_status
 
-    status = engine_status("clip-rvos-tiny")
-    if "not installed" in status:
-        pytest.fail(f"the browser test runs the real default engine, but {status}", pytrace=False)
     old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
     os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "1"
-    app = demo.build_app(sample=SAMPLE, model="clip-rvos-tiny", refiner="grabcut")
+    app = demo.build_app(**build_kwargs)
     _, url, _ = demo.launch(app, server_name="127.0.0.1", server_port=_free_port(),
                             prevent_thread_lock=True, quiet=True)
     try:
@@ -67,6 +66,27 @@ def served():
             os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
         else:
             os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
+
+
+def until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Poll ``check`` every 100 ms until it is true; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def served():
+    """The app (real engine + GrabCut) on a free port (see :func:`serve_app`)."""
+    from rvos_core.engines.registry import engine_status
+
+    status = engine_status("clip-rvos-tiny")
+    if "not installed" in status:
+        pytest.fail(f"the browser test runs the real default engine, but {status}", pytrace=False)
+    with serve_app(sample=SAMPLE, model="clip-rvos-tiny", refiner="grabcut") as served_app:
+        yield served_app
 
 
 @pytest.fixture()
@@ -209,7 +229,4 @@ def test_run_browse_click_export_in_chromium(served, page, tmp_path):
     # Closing the tab frees the user's workspace (demo.unload), temp folder included.
     tmp_dir = ws.tmp_dir
     page.close()
-    deadline = time.monotonic() + 20
-    while (session_hash in store or tmp_dir.exists()) and time.monotonic() < deadline:  # dropped, then deleted
-        time.sleep(0.2)
-    assert session_hash not in store and not tmp_dir.exists()
+    until(lambda: session_hash not in store and not tmp_dir.exists(), "the workspace to be dropped and deleted", 20)

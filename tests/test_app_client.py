@@ -4,14 +4,21 @@ The app runs in this process (``prevent_thread_lock=True``) with the real defaul
 (``clip-rvos-tiny`` from ``assets/``) and the real offline GrabCut refiner; the test reads the
 user's :class:`~rvos_core.session.AnnotationSession` from the app's store (keyed by the client's
 ``session_hash``) to compare what the UI did with the library state, mask for mask.
+
+Covered: the engine flow (Run → masks → click corrections → exports) and the Annotate endpoints:
+objects (rename, colour, delete), a multi-object expression, propagation (one undo step; Stop keeps
+the frames done, as one edit), refine, DAVIS / MeViS / prediction exports read back, autosave and
+resume (also of a workspace of another video), and the messages for bad input.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -84,7 +91,7 @@ def _png(path_or_payload) -> np.ndarray:
 
 def test_load_sample_shows_frame0_and_clip_info(annotated):
     _, session, loaded, _, _ = annotated
-    image, slider, info, objects, status = loaded
+    image, slider, info, objects, status = loaded[:5]
     assert "sam2_dog" in info and "60 frames" in info and "854×480" in info and "14.99 fps" in info
     assert slider["maximum"] == 59 and slider["value"] == 0
     shown = _png(image)
@@ -96,7 +103,7 @@ def test_load_sample_shows_frame0_and_clip_info(annotated):
 
 def test_run_puts_an_engine_mask_on_every_frame(annotated):
     _, session, _, ran, _ = annotated
-    image, _, _, objects, status = ran
+    image, _, _, objects, status = ran[:5]
     entry = session.expressions[-1]
     assert entry.text == EXPRESSION and entry.obj_ids, "the engine referred no object"
     assert [c[1] for c in objects["choices"]] == entry.obj_ids and objects["value"] == entry.obj_ids[0]
@@ -200,7 +207,7 @@ def test_two_clients_keep_separate_state(served, annotated):
     n_objects = len(first_session.state.objects)
     other = Client(url, verbose=False)
     assert other.session_hash != first.session_hash
-    _, _, _, objects, _ = other.predict(api_name="/load_sample")
+    _, _, _, objects, _ = other.predict(api_name="/load_sample")[:5]
     assert objects["choices"] == []
     out = other.predict(frame=3, x=DOG[3][0], y=DOG[3][1], positive=True, obj_id=None, api_name="/add_click")
     other_session = app.workbench.store.get(other.session_hash).session
@@ -269,7 +276,7 @@ def test_bad_uploads_give_the_library_message_and_the_app_keeps_working(served, 
         client.predict(frame=0, x=10, y=10, positive=True, obj_id=7, api_name="/add_click")
     assert app.workbench.store.get(client.session_hash).session.state.objects == {}  # no half-made object
     # Still usable, still the sample.
-    _, _, info, _, _ = client.predict(0, None, api_name="/undo")
+    _, _, info, _, _ = client.predict(0, None, api_name="/undo")[:5]
     assert "sam2_dog" in info
 
 
@@ -285,7 +292,7 @@ def test_zip_of_frames_upload(served, tmp_path):
         zf.writestr("frames/notes.txt", "ignored: not a frame")
     client = Client(url, verbose=False)
     client.predict(api_name="/load_sample")
-    image, slider, info, _, _ = client.predict(handle_file(str(archive)), api_name="/open_clip")
+    image, slider, info, _, _ = client.predict(handle_file(str(archive)), api_name="/open_clip")[:5]
     assert "**swan** · 5 frames" in info and "854×480" in info and slider["maximum"] == 4
     np.testing.assert_array_equal(_png(image).shape, (480, 854, 3))
     ws = app.workbench.store.get(client.session_hash)
@@ -327,3 +334,253 @@ def test_store_evicts_idle_and_least_recently_used_workspaces(tmp_path):
     assert len(store) == 0 and list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="max_sessions"):
         SessionStore(max_sessions=0)
+
+
+# ---- Annotate: objects, expressions, propagation, stop, exports, autosave --------------------------------
+
+#: A pixel (x, y) on the woman's jeans in frame 7 of the sample (read off the frame by eye).
+WOMAN7 = (225, 255)
+#: Outputs of every view endpoint: image, frame slider, clip info, object selector, status, timeline,
+#: expression selector, the expression's object checkboxes, object name, object colour.
+VIEW_OUTPUTS = 10
+
+
+def _update_value(payload):
+    """The ``value`` of a component update (or the payload itself)."""
+    return payload["value"] if isinstance(payload, dict) and "value" in payload else payload
+
+
+def _stored_frames(session, oid: int, origin: str) -> list[int]:
+    return sorted(t for t, o in session.state.objects[oid].origin.items() if o == origin)
+
+
+@pytest.fixture(scope="module")
+def two_objects(served):
+    """A fresh client with two objects clicked on frame 7, the dog (A) and the woman (B), and one
+    expression referring to both (added for A, then linked to A and B).
+
+    Returns ``(client, workspace, A, B, /add_expression outputs, /set_expression_objects output)``.
+    """
+    app, url = served
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    a = client.predict(frame=7, x=DOG[7][0], y=DOG[7][1], positive=True, obj_id=None, api_name="/add_click")
+    b = client.predict(frame=7, x=WOMAN7[0], y=WOMAN7[1], positive=True, obj_id=None, api_name="/add_click")
+    a, b = a["obj_id"], b["obj_id"]
+    added = client.predict(text="the dog and the woman", frame_idx=7, obj_id=a, api_name="/add_expression")
+    linked = client.predict(exp_id="0", obj_ids=[a, b], api_name="/set_expression_objects")
+    return client, app.workbench.store.get(client.session_hash), a, b, added, linked
+
+
+def test_objects_and_a_multi_object_expression(two_objects):
+    client, ws, a, b, added, linked = two_objects
+    session = ws.session
+    assert (a, b) == (0, 1) and session.mask(a, 7)[DOG[7][1], DOG[7][0]] and session.mask(b, 7)[WOMAN7[1], WOMAN7[0]]
+    # The expression (no engine) was added for the selected object, then linked to both.
+    assert len(added) == VIEW_OUTPUTS and "Expression 0" in added[4]
+    assert _update_value(added[6]) == "0" and _update_value(added[7]) == [a]
+    assert linked["obj_ids"] == [a, b] and [(e.text, e.obj_ids) for e in session.expressions] == [
+        ("the dog and the woman", [a, b])]
+    out = client.predict(name="dog", frame_idx=7, obj_id=a, api_name="/rename_object")
+    assert len(out) == VIEW_OUTPUTS and session.state.objects[a].name == "dog" and _update_value(out[8]) == "dog"
+    out = client.predict(color="#00ff00", frame_idx=7, obj_id=b, api_name="/set_color")
+    assert session.state.objects[b].color == (0, 255, 0) and _update_value(out[9]) == "#00ff00"
+    # The timeline: one row per object, a click marker on frame 7, the mask frames filled in the object colour.
+    timeline = out[5]
+    assert "#0 dog" in timeline and "#1 object 1" in timeline
+    assert re.search(r"class='c k cur' data-frame='7' data-obj='1' title='frame 7: mask, clicks' "
+                     r"style='background:rgba\(0,255,0,1.00\)'", timeline)
+    assert re.search(r"class='c' data-frame='8' data-obj='1' title='frame 8: no mask'>", timeline)
+    # Colour and name changes are undoable edits like any other.
+    out = client.predict(7, b, "0", api_name="/undo")
+    assert "Undo: set object colour" in out[4] and session.state.objects[b].color != (0, 255, 0)
+    client.predict(7, b, "0", api_name="/redo")
+    assert session.state.objects[b].color == (0, 255, 0)
+    # Deleting an object unlinks it; undo restores both.
+    client.predict(frame_idx=7, obj_id=b, api_name="/delete_object")
+    assert b not in session.state.objects and session.get_expression("0").obj_ids == [a]
+    client.predict(7, a, "0", api_name="/undo")
+    assert b in session.state.objects and session.get_expression("0").obj_ids == [a, b]
+
+
+def test_propagate_is_one_undo_step_and_exports_read_back(two_objects, tmp_path):
+    from rvos_core.formats.davis import read_davis_annotations
+    from rvos_core.formats.mevis import read_mevis_split
+    from rvos_core.formats.predictions import open_predictions
+    from rvos_core.masks import mask_iou
+
+    client, ws, a, b, _, _ = two_objects
+    session = ws.session
+    start = session.mask(a, 7)
+    out = client.predict(direction="forward", window=4, refit=True, frame_idx=7, obj_id=a, api_name="/propagate")
+    assert "Propagated object #0 forward from frame 7 over 4 frames" in out[4] and "4 frames written" in out[4]
+    assert _stored_frames(session, a, "propagated") == [8, 9, 10, 11]
+    assert session.state.objects[a].origin[7] == "click"  # the start frame is left as it was
+    assert mask_iou(session.mask(a, 8), start) > 0.5  # the dog moves little between two frames
+    out = client.predict(7, a, api_name="/undo")
+    assert "Undo: propagate" in out[4] and all(not session.has_mask(a, t) for t in range(8, 12))
+    client.predict(7, a, api_name="/redo")
+    assert _stored_frames(session, a, "propagated") == [8, 9, 10, 11]
+    # Both directions, optical flow only, for the other object.
+    out = client.predict(direction="both", window=2, refit=False, frame_idx=7, obj_id=b, api_name="/propagate")
+    assert _stored_frames(session, b, "propagated") == [5, 6, 8, 9] and "(4 warped)" in out[4]
+
+    # DAVIS palette PNGs: pixel value obj_id + 1, the higher obj_id where objects overlap.
+    payload, status = client.predict(api_name="/export_davis")
+    assert "DAVIS" in status
+    with zipfile.ZipFile(_file_path(payload)) as zf:
+        zf.extractall(tmp_path / "davis")
+    ann = read_davis_annotations(tmp_path / "davis" / "sam2_dog")
+    assert ann.frame_names == [f"{i:05d}" for i in range(60)]
+    for t in (5, 7, 8, 11, 30):
+        expected = np.zeros((480, 854), np.uint8)
+        for oid in sorted(session.state.objects):
+            expected[session.mask(oid, t)] = oid + 1
+        np.testing.assert_array_equal(ann.ids[t], expected, err_msg=f"frame {t}")
+    # MeViS zip: the multi-object expression and every object's masks.
+    payload, _ = client.predict(api_name="/export_zip")
+    with read_mevis_split(_file_path(payload)) as split:
+        (exp,) = split.expressions("sam2_dog").values()
+        assert (exp.exp, exp.obj_id, exp.anno_id) == ("the dog and the woman", [a, b], [a, b])
+        for oid in (a, b):
+            masks = split.object_masks(oid)
+            for t in range(4, 13):
+                got = masks[t] if masks[t] is not None else np.zeros((480, 854), bool)
+                np.testing.assert_array_equal(got, session.mask(oid, t), err_msg=f"obj {oid} frame {t}")
+    # Prediction PNGs: the union of the expression's objects.
+    payload, _ = client.predict(api_name="/export_pred")
+    with open_predictions(_file_path(payload)) as preds:
+        stack, problems = preds.read_expression("sam2_dog", "0", session.frame_names, (480, 854))
+    assert problems == []
+    for t in (6, 7, 9):
+        np.testing.assert_array_equal(stack[t], session.union_mask(t, [a, b]))
+
+    # Refine (seed 003's prompts from the mask) on the shown frame: one undo step back to the clicks.
+    clicked, prompts = session.mask(a, 7), session.prompts(a, 7)
+    out = client.predict(scope="frame", frame_idx=7, obj_id=a, api_name="/refine")
+    assert "Refined object #0 on 1 frame" in out[4] and session.state.objects[a].origin[7] == "refined"
+    assert session.prompts(a, 7) == [] and mask_iou(session.mask(a, 7), clicked) > 0.5
+    client.predict(7, a, api_name="/undo")
+    assert session.state.objects[a].origin[7] == "click" and session.prompts(a, 7) == prompts
+
+
+def test_stop_keeps_the_frames_done_as_one_edit(served):
+    app, url = served
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    oid = client.predict(frame=7, x=DOG[7][0], y=DOG[7][1], positive=True, obj_id=None, api_name="/add_click")["obj_id"]
+    ws = app.workbench.store.get(client.session_hash)
+    assert ws.job is None
+    job = client.submit(direction="forward", window=0, refit=True, frame_idx=7, obj_id=oid, api_name="/propagate")
+    deadline = time.monotonic() + 60
+    while (ws.job is None or ws.job.done < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ws.job is not None and ws.job.done >= 2, "the propagation did not start"
+    t0 = time.monotonic()
+    stopped = client.predict(7, oid, api_name="/stop")
+    assert time.monotonic() - t0 < 10
+    written = _stored_frames(ws.session, oid, "propagated")
+    assert "Stopped after" in stopped[4] and f"{len(written)} frames written as one edit" in stopped[4]
+    assert 2 <= len(written) < 52 and written == list(range(8, 8 + len(written)))
+    final = job.result(timeout=60)  # the stream ends with the same commit (it happened once)
+    assert "Stopped after" in final[4] and _stored_frames(ws.session, oid, "propagated") == written
+    assert ws.job.finished and ws.job.cancelled
+    out = client.predict(7, oid, api_name="/undo")
+    assert "Undo: propagate" in out[4] and _stored_frames(ws.session, oid, "propagated") == []
+    assert "Nothing to stop" in client.predict(7, oid, api_name="/stop")[4]
+
+
+def test_autosave_resume_and_a_workspace_of_another_video(served, tmp_path):
+    from rvos_core.session import AnnotationSession
+    from rvos_core.video import open_video
+
+    app, url = served
+    first = Client(url, verbose=False)
+    loaded = first.predict(api_name="/load_sample")
+    ws = app.workbench.store.get(first.session_hash)
+    folder = ws.session.workspace
+    assert folder is not None and folder.parent == ws.tmp_dir / "workspaces" and "Autosaving" in loaded[-1]
+    oid = first.predict(frame=3, x=DOG[3][0], y=DOG[3][1], positive=True, obj_id=None, api_name="/add_click")["obj_id"]
+    first.predict(text="the dog", frame_idx=3, obj_id=oid, api_name="/add_expression")
+    (label, listed), = first.predict(api_name="/list_workspaces")
+    assert listed == str(folder) and "(open)" in label
+    # Another session resumes that folder (a server path): same objects, masks and expressions.
+    second = Client(url, verbose=False)
+    second.predict(api_name="/load_sample")
+    out = second.predict(str(folder), api_name="/resume")
+    resumed = app.workbench.store.get(second.session_hash).session
+    assert "Resumed" in out[4] and resumed.workspace == folder
+    assert [(e.text, e.obj_ids) for e in resumed.expressions] == [("the dog", [oid])]
+    np.testing.assert_array_equal(resumed.mask(oid, 3), ws.session.mask(oid, 3))
+    # A workspace of another video is refused with a message naming both; a missing folder too.
+    frames = tmp_path / "other"
+    frames.mkdir()
+    with open_video(SAMPLE) as video:
+        for i in range(4):
+            Image.fromarray(video.get_frame(i)).save(frames / f"{i:05d}.jpg", quality=90)
+    with open_video(frames) as video:
+        AnnotationSession(video).attach_workspace(tmp_path / "other-ws")
+    with pytest.raises(AppError, match="belongs to the video .*other.*4 frames"):
+        second.predict(str(tmp_path / "other-ws"), api_name="/resume")
+    with pytest.raises(AppError, match="does not exist"):
+        second.predict(str(tmp_path / "nope"), api_name="/resume")
+    with pytest.raises(AppError, match="pick an autosaved workspace"):
+        second.predict("", api_name="/resume")
+    assert app.workbench.store.get(second.session_hash).session is resumed  # still the resumed one
+
+
+def test_annotate_bad_input_gives_clear_messages(served):
+    app, url = served
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    session = app.workbench.store.get(client.session_hash).session
+    cases = [
+        (dict(text="   ", api_name="/add_expression"), "type an expression"),
+        (dict(name="x", obj_id=42, api_name="/rename_object"), "unknown obj_id 42"),
+        (dict(color="#00ff00", obj_id=None, api_name="/set_color"), "select an object first"),
+        (dict(exp_id="5", obj_ids=[0], api_name="/set_expression_objects"), "unknown exp_id '5'"),
+        (dict(frame_idx=3, obj_id=None, api_name="/propagate"), "select an object first"),
+        (dict(frame_idx=3, obj_id=7, api_name="/propagate"), "unknown obj_id 7"),
+        (dict(frame_idx=3, obj_id=None, api_name="/delete_object"), "select an object first"),
+        (dict(api_name="/export_pred"), "no expression to export"),
+        (dict(api_name="/export_davis"), "nothing to export"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(AppError, match=message):
+            client.predict(**kwargs)
+    oid = client.predict(frame=3, x=DOG[3][0], y=DOG[3][1], positive=True, obj_id=None, api_name="/add_click")["obj_id"]
+    client.predict(text="the dog", frame_idx=3, obj_id=oid, api_name="/add_expression")
+    for kwargs, message in [
+        (dict(exp_id="0", obj_ids=[oid, 99], api_name="/set_expression_objects"), "unknown obj_id 99"),
+        (dict(color="blue-ish", obj_id=oid, api_name="/set_color"), "is not #rrggbb"),
+        (dict(frame_idx=40, obj_id=oid, api_name="/propagate"), "has no mask on frame 40"),
+        (dict(scope="frame", frame_idx=40, obj_id=oid, api_name="/refine"), r"has no mask on frame\(s\) \[40\]"),
+        (dict(exp_id="0", text="", api_name="/set_expression_text"), "type an expression"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            client.predict(**kwargs)
+    # Nothing half-done: one object, one expression, as before the mistakes.
+    assert list(session.state.objects) == [oid] and [e.obj_ids for e in session.expressions] == [[oid]]
+    out = client.predict(exp_id="0", text="the small dog", frame_idx=3, obj_id=oid, api_name="/set_expression_text")
+    assert session.get_expression("0").text == "the small dog" and "now reads" in out[4]
+    out = client.predict(exp_id="0", frame_idx=3, obj_id=oid, api_name="/delete_expression")
+    assert session.expressions == [] and list(session.state.objects) == [oid] and _update_value(out[6]) is None
+    client.predict(3, oid, api_name="/undo")
+    assert [(e.text, e.obj_ids) for e in session.expressions] == [("the small dog", [oid])]
+
+
+def test_store_autosave_folders_and_job_cancelled_when_freed(tmp_path):
+    from demo.store import SessionStore
+    from rvos_core.propagation import CancelToken
+
+    store = SessionStore(root=tmp_path)
+    ws = store.get_or_create("a")
+    first, second = ws.new_autosave_dir("sam2 dog"), ws.new_autosave_dir("sam2 dog")
+    assert first != second and first.parent == ws.autosave_root == ws.tmp_dir / "workspaces"
+    assert first.name.startswith("sam2_dog-") and ws.autosave_dirs() == []  # nothing saved yet
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    (first / "workspace.json").write_text("{}")
+    assert ws.autosave_dirs() == [first]  # only folders holding a manifest
+    ws.job = token = CancelToken()
+    assert store.drop("a") and token.cancelled and not ws.tmp_dir.exists()

@@ -93,7 +93,7 @@ def test_download_list_offline_does_not_touch_network(capsys, monkeypatch, tmp_p
 def test_help_is_fast_and_lists_commands():
     r = subprocess.run([sys.executable, "-m", "rvos_core", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0
-    for cmd in ("segment", "synth", "download", "train"):
+    for cmd in ("segment", "synth", "download", "train", "evaluate"):
         assert cmd in r.stdout
 
 
@@ -105,3 +105,115 @@ def test_evaluate_model_on_synthetic_split(tmp_path, capsys):
 
     res = json.loads((tmp_path / "r.json").read_text())
     assert 0.0 <= res["J&F"] <= 1.0 and res["num_expressions"] == len(res["per_expression"]) > 0
+
+
+def _split_and_perfect_predictions(tmp_path: Path) -> tuple[Path, Path]:
+    from rvos_core.formats.mevis import read_mevis_split, write_prediction_pngs
+
+    split, pred = tmp_path / "split", tmp_path / "pred"
+    assert main(["synth", "--out", str(split), "--videos", "2", "--seed", "4", "--frames", "4", "--size", "48x64"]) == 0
+    with read_mevis_split(split) as s:
+        for v in s.videos:
+            for e in s.expressions(v):
+                write_prediction_pngs(pred, v, e, s.expression_masks(v, e), s.frame_names(v))
+    return split, pred
+
+
+def test_evaluate_perfect_predictions_writes_the_contract_json(tmp_path, capsys):
+    import json
+
+    split, pred = _split_and_perfect_predictions(tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "res" / "r.json"
+    assert main(["evaluate", "--gt", str(split), "--pred", str(pred), "--out", str(out), "--strict",
+                 "--workers", "2", "--start-method", "spawn"]) == 0
+    res = json.loads(out.read_text())
+    assert res["J"] == res["F"] == res["J&F"] == 1.0 and res["problems"] == []
+    assert all(k.startswith("synth_0000") and v["J"] == v["F"] == 1.0 for k, v in res["per_expression"].items())
+    stdout = capsys.readouterr().out
+    assert f"evaluated {len(res['per_expression'])} expressions (2 videos" in stdout
+    assert "kind: " in stdout and "single-object" in stdout and "problems: 0" in stdout and str(out) in stdout
+
+
+def test_evaluate_strict_exits_non_zero_after_writing_the_json(tmp_path, capsys):
+    import json
+
+    split, pred = _split_and_perfect_predictions(tmp_path)
+    victim = sorted(pred.rglob("00002.png"))[0]
+    victim.unlink()
+    name = victim.relative_to(pred).as_posix()
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--gt", str(split), "--pred", str(pred), "--out", str(out), "--workers", "2"]) == 0
+    capsys.readouterr()
+    out.unlink()
+    assert main(["evaluate", "--gt", str(split), "--pred", str(pred), "--out", str(out), "--strict"]) == 1
+    res = json.loads(out.read_text())
+    assert res["problems"] == [f"{name}: missing; scored as an empty mask"] and res["J"] < 1.0
+    captured = capsys.readouterr()
+    assert "problems: 1" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith("error: --strict: 1 problem(s)")
+
+
+def test_evaluate_errors_are_one_clear_line(tmp_path, capsys):
+    import shutil
+    import zipfile
+
+    split, pred = _split_and_perfect_predictions(tmp_path)
+    capsys.readouterr()
+    out = tmp_path / "r.json"
+    unsafe = tmp_path / "unsafe.zip"
+    with zipfile.ZipFile(unsafe, "w") as zf:
+        zf.writestr("../../etc/x.png", b"")
+    cases = [(["--gt", str(tmp_path / "no_split"), "--pred", str(pred)], "no_split"),
+             (["--gt", str(split), "--pred", str(tmp_path / "no_pred")], "no_pred"),
+             (["--gt", str(split), "--pred", str(unsafe)], "unsafe entry"),
+             (["--gt", str(split), "--pred", str(pred), "--workers", "0"], "workers"),
+             (["--gt", str(tmp_path / "valid"), "--pred", str(pred)], "no mask_dict.json")]
+    shutil.copytree(split, tmp_path / "valid", ignore=shutil.ignore_patterns("mask_dict.json"))
+    for args, phrase in cases:
+        assert main(["evaluate", *args, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and phrase in err[0], (args, err)
+    assert not out.exists()
+
+
+def test_convert_mevis_to_ytvos_and_back_keeps_masks_and_expressions(tmp_path, capsys):
+    from rvos_core.formats.mevis import read_mevis_split
+
+    src = tmp_path / "mevis"
+    assert main(["synth", "--out", str(src), "--videos", "2", "--seed", "5", "--frames", "4", "--size", "64x96"]) == 0
+    yt, back = tmp_path / "ytvos", tmp_path / "back"
+    assert main(["convert", str(src), str(yt), "--from", "mevis", "--to", "ytvos", "--on-overlap", "last"]) == 0
+    assert (yt / "meta_expressions.json").exists() and any((yt / "Annotations").iterdir())
+    assert main(["convert", str(yt), str(back), "--from", "ytvos", "--to", "mevis"]) == 0
+    with read_mevis_split(src) as a, read_mevis_split(back) as b:
+        assert a.videos == b.videos
+        for v in a.videos:
+            assert {k: e.exp for k, e in a.expressions(v).items()} == {k: e.exp for k, e in b.expressions(v).items()}
+            for k in a.expressions(v):
+                assert np.array_equal(a.expression_masks(v, k), b.expression_masks(v, k))
+    capsys.readouterr()
+    assert main(["convert", str(src), str(yt), "--from", "mevis", "--to", "mevis"]) == 2
+    assert "not supported" in capsys.readouterr().err
+
+
+def test_bench_clicks_writes_the_contract_json(tmp_path, capsys):
+    import json
+
+    src = SHARED / "davis2016_blackswan"
+    frames, masks = tmp_path / "frames", tmp_path / "masks"
+    frames.mkdir(), masks.mkdir()
+    for name in ("00000", "00001", "00002"):
+        Image.open(src / "JPEGImages" / f"{name}.jpg").crop((60, 40, 620, 440)).save(frames / f"{name}.jpg", quality=95)
+        Image.open(src / "Annotations" / f"{name}.png").crop((60, 40, 620, 440)).save(masks / f"{name}.png")
+    out = tmp_path / "clicks.json"
+    assert main(["bench-clicks", "--frames", str(frames), "--masks", str(masks), "--out", str(out),
+                 "--max-clicks", "4", "--clip-budget", "6"]) == 0
+    res = json.loads(out.read_text())
+    assert {"noc85", "noc90", "mean_j_at_k", "clip_clicks_to_085", "latency_ms", "refiner"} <= set(res)
+    assert res["refiner"] == "grabcut" and len(res["mean_j_at_k"]) == 4
+    assert 1 <= res["noc85"] <= 4 and res["latency_ms"]["p50"] > 0
+    assert res["mean_j_at_k"][-1] >= res["mean_j_at_k"][0]
+    capsys.readouterr()
+    assert main(["bench-clicks", "--frames", str(frames), "--masks", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "nope" in capsys.readouterr().err

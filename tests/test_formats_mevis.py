@@ -366,3 +366,121 @@ def test_split_folder_copy_reads_identically(tmp_path: Path) -> None:
     shutil.copytree(a, tmp_path / "b")
     ra, rb = read_mevis_split(a), read_mevis_split(tmp_path / "b")
     assert np.array_equal(ra.expression_masks("vid_a", "1"), rb.expression_masks("vid_a", "1"))
+
+
+# ---------------------------------------------------------------------------------------------- hardening
+
+
+def _zip_split_with_extra_entry(tmp_path: Path, entry: str) -> Path:
+    folder = write_mevis_split(tmp_path / "s", _videos())
+    z = tmp_path / "crafted.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, str(f.relative_to(folder)))
+        zf.writestr(entry, b"payload")
+    return z
+
+
+@pytest.mark.parametrize("entry", ["../evil.sh", "/etc/cron.d/x", "JPEGImages/../../x.jpg", "C:/x.txt",
+                                   "..\\windows.txt"])
+def test_zip_with_unsafe_entry_names_is_refused(tmp_path: Path, entry: str) -> None:
+    z = _zip_split_with_extra_entry(tmp_path, entry)
+    with pytest.raises(MevisFormatError) as err:
+        read_mevis_split(z)
+    msg = str(err.value)
+    assert "crafted.zip" in msg and repr(entry) in msg and "'..'" in msg
+
+
+def test_zip_with_harmless_dots_in_names_is_read(tmp_path: Path) -> None:
+    z = _zip_split_with_extra_entry(tmp_path, "notes/v1..v2.txt")  # '..' inside a name, not a component
+    _check_round_trip(z)
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda m: m["videos"]["vid_a"].__setitem__("frames", ["00000", "00001", "00001", "00003"]), "'00001' appears"),
+    (lambda m: m["videos"]["vid_a"].__setitem__("frames", ["00000", "..", "00002", "00003"]), "frames"),
+    (lambda m: m["videos"]["vid_a"].__setitem__("frames", ["00000", "a\\b", "00002", "00003"]), "frames"),
+    (lambda m: _exp(m).__setitem__("obj_id", [0, -1]), "obj_id"),
+    (lambda m: _exp(m).__setitem__("anno_id", [10, "¹¹"]), "anno_id"),
+    (lambda m: m["videos"].__setitem__("..", m["videos"].pop("vid_b")), "bad video name '..'"),
+])
+def test_more_malformed_meta_names_file_and_field(tmp_path: Path, mutate, field: str) -> None:
+    out = write_mevis_split(tmp_path / "s", _videos())
+    _mutate_meta(out, mutate)
+    with pytest.raises(MevisFormatError) as err:
+        read_mevis_split(out)
+    assert "meta_expressions.json" in str(err.value) and field in str(err.value)
+
+
+def test_non_ascii_digit_anno_id_key_is_a_format_error(tmp_path: Path) -> None:
+    out = write_mevis_split(tmp_path / "s", _videos())
+    _mutate_masks(out, lambda d: d.__setitem__("²", []))  # str.isdigit() is True, int() fails
+    with pytest.raises(MevisFormatError, match=r"mask_dict.json: key '²': expected an anno_id"):
+        read_mevis_split(out)
+
+
+@pytest.mark.parametrize("file, content, message", [
+    ("meta_expressions.json", b"\xff\xfe\x00{", "not valid JSON"),
+    ("meta_expressions.json", b"[1, 2]", "field 'videos'"),
+    ("mask_dict.json", b"[]", "expected an object anno_id"),
+    ("mask_dict.json", b"", "not valid JSON"),
+])
+def test_bad_json_files_are_named(tmp_path: Path, file: str, content: bytes, message: str) -> None:
+    out = write_mevis_split(tmp_path / "s", _videos())
+    (out / file).write_bytes(content)
+    with pytest.raises(MevisFormatError) as err:
+        read_mevis_split(out)
+    assert file in str(err.value) and message in str(err.value)
+
+
+def test_per_frame_mask_access_and_anno_ids(tmp_path: Path) -> None:
+    vids = _videos()
+    vids["vid_a"].masks[99] = [None] * T  # in mask_dict, referred to by no expression
+    out = write_mevis_split(tmp_path / "s", vids)
+    split = read_mevis_split(out)
+    assert split.anno_ids == [10, 11, 20, 99]
+    assert [split.object_mask(10, i) is None for i in range(T)] == [False, True, False, True]
+    assert np.array_equal(split.object_mask(11, 1), _box(0, 0, 4, 4))
+    with pytest.raises(IndexError, match="anno_id 10: frame index 4"):
+        split.object_mask(10, T)
+    with pytest.raises(KeyError, match="12"):
+        split.object_mask(12, 0)
+    assert split.frame_bytes("vid_b", 2) == (out / "JPEGImages" / "vid_b" / "00002.jpg").read_bytes()
+    assert not read_mevis_split(write_mevis_split(tmp_path / "v", _videos(), with_masks=False)).anno_ids
+
+
+def test_encoded_jpeg_frames_are_written_verbatim(tmp_path: Path) -> None:
+    first = write_mevis_split(tmp_path / "a", _videos())
+    jpegs = [(first / "JPEGImages" / "vid_a" / f"{i:05d}.jpg").read_bytes() for i in range(T)]
+    vids = _videos()
+    vids["vid_a"].frames = jpegs
+    z = write_mevis_zip(tmp_path / "b.zip", vids)
+    with read_mevis_split(z) as split:
+        assert [split.frame_bytes("vid_a", i) for i in range(T)] == jpegs
+        assert split.frame_size("vid_a") == (H, W)
+    vids = _videos()
+    ok, png = cv2.imencode(".png", np.zeros((H, W, 3), np.uint8))
+    vids["vid_a"].frames = jpegs[:3] + [png.tobytes()]
+    with pytest.raises(ValueError, match=r"frame '00003': a PNG image; expected an encoded JPEG"):
+        write_mevis_split(tmp_path / "c", vids)
+    vids["vid_a"].frames = jpegs[:3] + [cv2.imencode(".jpg", np.zeros((H, W + 2, 3), np.uint8))[1].tobytes()]
+    with pytest.raises(ValueError, match=r"frame '00003': size \(48, 66\) differs"):
+        write_mevis_split(tmp_path / "c", vids)
+    assert not (tmp_path / "c").exists()
+
+
+def test_frame_size_follows_exif_orientation_like_the_decoder(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: decoders return a W x H image
+    buf = io.BytesIO()
+    Image.fromarray(_frames(1)[0]).save(buf, "JPEG", exif=exif.tobytes())
+    vids = {"vid_r": MevisVideo(["00000"], [buf.getvalue()], {"0": MevisExpression("x", [0], [1])},
+                                {1: [np.ones((W, H), bool)]})}
+    split = read_mevis_split(write_mevis_split(tmp_path / "r", vids))
+    assert split.frame_size("vid_r") == split.frame("vid_r", 0).shape[:2] == (W, H)
+    assert split.object_masks(1)[0].shape == (W, H)

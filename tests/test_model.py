@@ -29,7 +29,8 @@ def micro_config(**over) -> ClipRvosConfig:
     d["clip"]["text_cfg"].update({"width": 32, "heads": 2, "layers": 1, "vocab_size": 49408})
     d["clip"]["embed_dim"] = 32
     d.update({"name": "clip-rvos-micro", "hidden_dim": 32, "num_queries": 3, "dec_layers": 2, "nheads": 2,
-              "num_frames": 4, "input_size": 64, "checkpoint": None})
+              "num_frames": 4, "input_size": 64, "checkpoint": None,
+              "st_layers": 1, "motion_fusion": False, "motion_input": False})
     d.update(over)
     return ClipRvosConfig.from_dict(d)
 
@@ -135,6 +136,33 @@ def test_checkpoint_errors(tmp_path, net):
         build_net(other, checkpoint=path)
 
 
+def test_warm_start_adds_stage_two_modules_without_changing_outputs(tmp_path, net):
+    from rvos_core.training.train import load_warm_start
+
+    path = save_checkpoint(net, tmp_path / "stage1.pt", half=False)
+    stage2 = micro_config(st_layers=2, motion_fusion=True)
+    torch.manual_seed(1)
+    net2 = build_net(stage2)
+    new_keys = load_warm_start(net2, path)
+    assert new_keys and all(k.startswith(("st_extra.", "motion_fusion.")) for k in new_keys)
+    x = torch.randn(1, 4, 3, 64, 64)
+    tok = make_tokenizer(stage2)(["the square moving left"])
+    with torch.no_grad():
+        a, b = net.eval()(x, tok), net2.eval()(x, tok)
+    assert torch.equal(a["dense"], b["dense"]) and torch.equal(a["pred_masks"], b["pred_masks"])
+    # the added blocks are trainable: one gradient step moves them and changes the output
+    net2.train()
+    out = net2(x, tok)
+    out["dense"].square().mean().backward()
+    assert net2.motion_fusion.attn.out_proj.weight.grad.abs().sum() > 0
+    # a stage-1 checkpoint cannot be loaded as-is into the stage-2 config (strict), and back
+    with pytest.raises(CheckpointError, match="st_layers"):
+        build_net(stage2, checkpoint=path)
+    big = save_checkpoint(net2, tmp_path / "stage2.pt", half=False)
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_warm_start(build_net(micro_config()), big)
+
+
 def test_unknown_model_lists_valid_names():
     with pytest.raises(ValueError, match="clip-rvos-tiny"):
         load_config("no-such-model")
@@ -183,3 +211,54 @@ def test_engine_segment_gives_a_mask_for_every_frame(net):
     assert seen[-1] == (11, 11)
     with pytest.raises(ValueError, match="expression is empty"):
         eng.segment(_ArrayVideo(frames), "   ")
+
+
+def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    noise = np.random.default_rng(seed).integers(0, 255, (h // 4, w // 4, 3), dtype=np.uint8)
+    return cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def test_flow_field_measures_a_known_translation():
+    from rvos_core.engines.motion import flow_field, successor_pairs
+
+    img = _textured(96, 128)
+    shifted = np.roll(img, 3, axis=1)  # content moves 3 px to the right
+    flow = flow_field(img, shifted)
+    assert flow.shape == (2, 96, 128) and flow.dtype == np.float32
+    inner = flow[:, 16:-16, 16:-16]
+    assert abs(float(np.median(inner[0])) - 3.0) < 0.5 and abs(float(np.median(inner[1]))) < 0.5
+    assert successor_pairs([0, 4, 5], 6) == [(0, 1), (4, 5), (4, 5)]
+    assert successor_pairs([0], 1) == [(0, 0)]
+    with pytest.raises(ValueError, match="out of range"):
+        successor_pairs([6], 6)
+    with pytest.raises(ValueError, match="uint8"):
+        flow_field(img, shifted[:50])
+
+
+def test_motion_input_config_needs_flow_and_uses_it(tmp_path, net):
+    from rvos_core.engines.motion import clip_flow
+    from rvos_core.training.train import collate, load_warm_start
+
+    cfg = micro_config(motion_input=True)
+    torch.manual_seed(2)
+    mnet = build_net(cfg)
+    load_warm_start(mnet, save_checkpoint(net, tmp_path / "m.pt", half=False))
+    mnet.eval()
+    frames = np.stack([np.roll(_textured(64, 64, 1), 2 * t, axis=1) for t in range(4)])
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()[None] / 255.0
+    tok = make_tokenizer(cfg)(["the square moving right"])
+    with pytest.raises(ValueError, match="motion_input"):
+        mnet(x, tok)
+    flow = torch.from_numpy(clip_flow(frames))[None]
+    with torch.no_grad():  # the stem starts at zero: same output as the network it was seeded from
+        assert torch.equal(mnet(x, tok, flow)["dense"], net.eval()(x, tok)["dense"])
+        for p in mnet.motion_stem.out8.parameters():
+            p.add_(0.05)
+        assert not torch.equal(mnet(x, tok, flow)["dense"], mnet(x, tok, torch.zeros_like(flow))["dense"])
+    masks = np.zeros((1, 4, 64, 64), bool)
+    _, _, targets, batch_flow = collate([(frames, "the square moving right", masks)], cfg, make_tokenizer(cfg))
+    assert tuple(batch_flow.shape) == (1, 4, 2, 64, 64) and targets[0].shape == (1, 4, 16, 16)
+    res = ClipRvosEngine(cfg, mnet).segment(_ArrayVideo(np.concatenate([frames, frames[::-1]])), "the square")
+    assert res.num_frames == 8 and all(m.masks.shape == (8, 64, 64) for m in res.masklets)

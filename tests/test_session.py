@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -36,13 +37,18 @@ def _frame(t: int) -> np.ndarray:
     return img
 
 
+def _write_clip(folder: Path, shift: int = 0) -> Path:
+    """Write the toy clip's T JPEG frames (content rolled ``shift`` pixels right) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(T):
+        frame = np.roll(_frame(t), shift, axis=1)
+        cv2.imwrite(str(folder / f"{t:05d}.jpg"), frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
+    return folder
+
+
 @pytest.fixture
 def clip_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "toyclip"
-    folder.mkdir()
-    for t in range(T):
-        cv2.imwrite(str(folder / f"{t:05d}.jpg"), _frame(t)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
-    return folder
+    return _write_clip(tmp_path / "toyclip")
 
 
 @pytest.fixture
@@ -545,3 +551,409 @@ def test_edit_failing_midway_is_rolled_back(session: AnnotationSession, monkeypa
         session.accept_result("second", _two_masklet_result())
     assert _full_state(session) == before
     assert session.undo() == "accept result" and session.objects == [] and not session.can_undo
+
+
+# ------------------------------------------------------------------------------------------ objects anywhere, colours
+
+
+def _square(x0: int, y0: int, size: int) -> np.ndarray:
+    m = np.zeros((H, W), bool)
+    m[y0: y0 + size, x0: x0 + size] = True
+    return m
+
+
+def test_add_object_on_any_frame_with_colour(session: AnnotationSession) -> None:
+    first = _square(40, 20, 9)
+    obj = session.add_object("late", frame=4, mask=first, color=(1, 2, 250))
+    o = session.get_object(obj)
+    assert o.color == (1, 2, 250) and set(o.masks) == {4} and o.origin == {4: "manual"}
+    np.testing.assert_array_equal(session.mask(obj, 4), first)
+    assert session.hand_edited_frames(obj) == {4}
+    default = session.add_object()
+    from rvos_core.masks import object_color
+    assert session.get_object(default).color == object_color(default)
+    session.set_object_color(default, np.array([9, 8, 7]))
+    assert session.get_object(default).color == (9, 8, 7)
+    session.undo()
+    assert session.get_object(default).color == object_color(default)
+    many = [session.add_object() for _ in range(300)]  # no cap; colours wrap around the palette
+    assert many[-1] == 301 and session.get_object(301).color == object_color(301 % 255)
+    for bad in [(0, 0), (0, 0, 256), (0.5, 0, 0), "red", (True, 0, 0)]:
+        with pytest.raises(ValueError, match="color"):
+            session.set_object_color(obj, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="both frame and mask"):
+        session.add_object(frame=2)
+    with pytest.raises(ValueError, match=r"\(64, 96\)"):
+        session.add_object(frame=2, mask=np.ones((H, W + 1), bool))
+    with pytest.raises(IndexError):
+        session.add_object(frame=T, mask=first)
+    with pytest.raises(UnknownObjectError):
+        session.set_object_color(999, (0, 0, 0))
+    assert len(session.objects) == 302
+
+
+# ------------------------------------------------------------------------------------------ expressions
+
+
+def test_expressions_link_edit_delete(session: AnnotationSession) -> None:
+    session.accept_result("squares", _two_masklet_result())
+    extra = session.add_object("extra")
+    entry = session.add_expression("  the left one ", [0])
+    assert (entry.exp_id, entry.text, entry.obj_ids) == ("1", "the left one", [0])
+    session.set_expression_text("1", "the left square")
+    session.link_object("1", extra)
+    assert session.get_expression("1").obj_ids == [0, extra]
+    session.unlink_object("1", 0)
+    session.set_expression_objects("0", [extra, 1])
+    assert [(e.exp_id, e.text, e.obj_ids) for e in session.expressions] == [
+        ("0", "squares", [extra, 1]), ("1", "the left square", [extra])]
+    np.testing.assert_array_equal(session.union_mask(2, session.get_expression("0").obj_ids), session.mask(1, 2))
+    session.delete_expression("0")
+    assert [e.exp_id for e in session.expressions] == ["1"] and len(session.objects) == 3  # objects stay
+    assert session.add_expression("new").exp_id == "2"  # exp_ids are never reused
+
+
+def test_accept_masklets_answers_an_existing_expression(session: AnnotationSession) -> None:
+    entry = session.add_expression("the small square")
+    result = _two_masklet_result()
+    assert session.accept_masklets(entry.exp_id, result, indices=[1]) == [0]
+    assert session.get_expression("0").obj_ids == [0]
+    assert session.get_object(0).name == "the small square"
+    for t in range(T):
+        np.testing.assert_array_equal(session.mask(0, t), result.masklets[1].masks[t])
+    assert session.accept_masklets("0", result) == [1, 2]
+    assert session.get_expression("0").obj_ids == [0, 1, 2]
+    for bad in ([2], [0, 0], [-1], [True]):
+        with pytest.raises(ValueError, match="indices"):
+            session.accept_masklets("0", result, indices=bad)
+    with pytest.raises(UnknownExpressionError):
+        session.accept_masklets("7", result)
+    with pytest.raises(ValueError, match="does not match"):
+        session.accept_masklets("0", SegmentResult([], T, H + 1, W))
+    session.undo()
+    assert session.get_expression("0").obj_ids == [0] and len(session.objects) == 1
+
+
+def test_expression_bad_input(session: AnnotationSession) -> None:
+    session.accept_result("squares", _two_masklet_result())
+    for text in ["", "   ", None, 5]:
+        with pytest.raises(ValueError, match="expression must be a non-empty string"):
+            session.add_expression(text)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty"):
+        session.set_expression_text("0", " ")
+    with pytest.raises(UnknownObjectError, match=r"unknown obj_id 9; valid obj_ids: \[0, 1\]"):
+        session.add_expression("x", [0, 9])
+    with pytest.raises(ValueError, match="distinct"):
+        session.add_expression("x", [1, 1])
+    with pytest.raises(ValueError, match="sequence"):
+        session.set_expression_objects("0", "01")  # type: ignore[arg-type]
+    with pytest.raises(UnknownObjectError):
+        session.set_expression_objects("0", [5])
+    with pytest.raises(ValueError, match="already linked"):
+        session.link_object("0", 1)
+    session.unlink_object("0", 1)
+    with pytest.raises(ValueError, match="not linked"):
+        session.unlink_object("0", 1)
+    with pytest.raises(UnknownObjectError):
+        session.link_object("0", 4)
+    for call in (lambda: session.set_expression_text("3", "x"), lambda: session.delete_expression("3"),
+                 lambda: session.link_object("3", 0), lambda: session.set_expression_objects("3", [])):
+        with pytest.raises(UnknownExpressionError, match=r"'3'.*valid exp_ids: \['0'\]"):
+            call()
+    assert [(e.exp_id, e.obj_ids) for e in session.expressions] == [("0", [0])]
+
+
+# ------------------------------------------------------------------------------------------ seed 003 refinement
+
+
+class RecordingRefiner(DiskRefiner):
+    """Returns the prompt box filled (XYXY inclusive), so refined masks differ from their priors."""
+
+    name = "recording"
+
+    def refine(self, frame, points=None, labels=None, box=None, mask_prior=None, frame_key=None) -> RefineResult:
+        super().refine(frame, points, labels, box, mask_prior, frame_key)
+        out = np.zeros(frame.shape[:2], bool)
+        x0, y0, x1, y1 = (int(v) for v in box)
+        out[y0: y1 + 1, x0: x1 + 1] = True
+        return RefineResult(out, 1.0)
+
+
+def _disk_masks() -> SegmentResult:
+    yy, xx = np.mgrid[0:H, 0:W]
+    masks = np.stack([(xx - 30 - 4 * t) ** 2 + (yy - 30) ** 2 <= 12 ** 2 for t in range(T)])
+    masks[5] = False  # absent on the last frame
+    return SegmentResult([Masklet(0, masks, 0.9)], T, H, W)
+
+
+def test_refine_seed003_recipe_on_one_frame_and_all(session: AnnotationSession) -> None:
+    result = _disk_masks()
+    session.accept_result("the disk", result)
+    session.add_click(0, 1, 5, 5, True, DiskRefiner())  # prompts on frame 1 are dropped by the refinement
+    refiner = RecordingRefiner()
+    assert session.refine_seed003(0, 2, refiner, n_pos=7, n_neg=4, seed=3) == [2]
+    call = refiner.calls[-1]
+    prior = result.masklets[0].masks[2]
+    ys, xs = np.nonzero(prior)
+    np.testing.assert_array_equal(call["box"], [xs.min(), ys.min(), xs.max(), ys.max()])  # extreme coordinates
+    np.testing.assert_array_equal(call["labels"], [1] * 7 + [0] * 4)
+    pts = call["points"].astype(int)
+    assert prior[pts[:7, 1], pts[:7, 0]].all() and not prior[pts[7:, 1], pts[7:, 0]].any()
+    assert len({tuple(p) for p in pts}) == 11
+    np.testing.assert_array_equal(call["mask_prior"], prior)
+    assert call["frame_key"] == f"{session.video.video_id}:2"
+    refined2 = session.mask(0, 2)
+    assert refined2.sum() == (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+    assert session.get_object(0).origin[2] == "refined" and session.can_undo
+
+    session.undo()
+    np.testing.assert_array_equal(session.mask(0, 2), prior)
+    refiner.calls.clear()
+    frames = session.refine_seed003(0, None, refiner, n_pos=7, n_neg=4, seed=3)
+    assert frames == [0, 1, 2, 3, 4]  # every frame with a mask (frame 5 has none)
+    np.testing.assert_array_equal(refiner.calls[2]["points"], call["points"])  # same points per frame, alone or all
+    np.testing.assert_array_equal(session.mask(0, 2), refined2)
+    assert session.prompts(0, 1) == [] and session.hand_edited_frames(0) == set()
+    assert {session.get_object(0).origin[t] for t in frames} == {"refined"}
+    session.undo()  # the whole refinement is ONE undo step
+    for t in (0, 2, 3, 4):
+        np.testing.assert_array_equal(session.mask(0, t), result.masklets[0].masks[t])
+    assert [p.label for p in session.prompts(0, 1)] == [1]
+
+
+def test_refine_seed003_bad_input_changes_nothing(session: AnnotationSession) -> None:
+    session.accept_result("the disk", _disk_masks())
+    before = _full_state(session)
+    with pytest.raises(ValueError, match=r"no mask on frame\(s\) \[5\]"):
+        session.refine_seed003(0, [1, 5], RecordingRefiner())
+    with pytest.raises(ValueError, match="locates"):
+        session.refine_seed003(0, None, FailingRefiner())
+    with pytest.raises(ValueError, match="n_pos"):
+        session.refine_seed003(0, 1, RecordingRefiner(), n_pos=-1)
+    with pytest.raises(ValueError, match="seed"):
+        session.refine_seed003(0, 1, RecordingRefiner(), seed=-2)
+    with pytest.raises(IndexError):
+        session.refine_seed003(0, [T], RecordingRefiner())
+    with pytest.raises(UnknownObjectError):
+        session.refine_seed003(4, None, RecordingRefiner())
+    empty = session.add_object()
+    before = _full_state(session)
+    with pytest.raises(ValueError, match="no mask on any frame"):
+        session.refine_seed003(empty, None, RecordingRefiner())
+    assert _full_state(session) == before
+
+
+# ------------------------------------------------------------------------------------------ propagation
+
+
+@dataclass
+class _Step:
+    """Stand-in for rvos_core.propagation.PropagationStep."""
+
+    frame: int
+    mask: np.ndarray
+    source: int = 0
+    score: float = 1.0
+    ms: float = 0.0
+
+
+def test_apply_propagation_is_one_step_and_keeps_hand_edits(session: AnnotationSession) -> None:
+    obj = session.add_object("tracked", frame=0, mask=_square(10, 10, 8))
+    session.add_click(obj, 3, 50, 30, True, DiskRefiner())
+    assert session.hand_edited_frames(obj) == {0, 3}
+    clicked = session.mask(obj, 3)
+    steps = [_Step(t, _square(10 + 3 * t, 10, 8)) for t in range(1, T)]
+    steps.append((5, np.zeros((H, W), np.uint8)))  # a later step for frame 5 wins: "no mask"
+    written = session.apply_propagation(obj, iter(steps))
+    assert written == [1, 2, 4, 5]
+    o = session.get_object(obj)
+    assert {t: o.origin[t] for t in written} == {1: "propagated", 2: "propagated", 4: "propagated", 5: "propagated"}
+    np.testing.assert_array_equal(session.mask(obj, 4), _square(22, 10, 8))
+    np.testing.assert_array_equal(session.mask(obj, 3), clicked)  # hand edit kept
+    assert not session.has_mask(obj, 5) and session.hand_edited_frames(obj) == {0, 3}
+    assert session.undo() == "propagate"
+    assert set(session.get_object(obj).origin) == {0, 3}
+
+    assert session.apply_propagation(obj, [(3, _square(0, 0, 4))], overwrite_hand_edits=True) == [3]
+    assert session.prompts(obj, 3) == [] and session.get_object(obj).origin[3] == "propagated"
+    n_undo = len(session.history._undo)
+    assert session.apply_propagation(obj, [(0, _square(0, 0, 4))]) == []  # only a hand-edited frame: no edit
+    assert len(session.history._undo) == n_undo
+
+
+def test_apply_propagation_errors_change_nothing(session: AnnotationSession) -> None:
+    obj = session.add_object("tracked", frame=0, mask=_square(10, 10, 8))
+    before = _full_state(session)
+
+    def failing():
+        yield 1, _square(1, 1, 3)
+        raise RuntimeError("propagation model failed")
+
+    with pytest.raises(RuntimeError, match="failed"):
+        session.apply_propagation(obj, failing())
+    with pytest.raises(ValueError, match=r"propagation step 1 \(frame 2\) mask must have shape"):
+        session.apply_propagation(obj, [(1, _square(1, 1, 3)), (2, np.ones((3, 3), bool))])
+    with pytest.raises(ValueError, match="propagation step 0: expected a \\(frame, mask\\) pair"):
+        session.apply_propagation(obj, [42])
+    with pytest.raises(IndexError, match="out of range"):
+        session.apply_propagation(obj, [(T, _square(1, 1, 3))])
+    with pytest.raises(UnknownObjectError):
+        session.apply_propagation(obj + 1, [])
+    with pytest.raises(UnknownObjectError):
+        session.hand_edited_frames(obj + 1)
+    assert _full_state(session) == before
+
+
+# ------------------------------------------------------------------------------------------ undo across new edits
+
+
+def test_undo_redo_across_new_edit_types(session: AnnotationSession, tmp_path: Path) -> None:
+    refiner = RecordingRefiner()
+    session.accept_result("squares", _two_masklet_result())
+    davis = tmp_path / "davis"
+    session.export_davis_pngs(davis)
+    session.export_prediction_pngs(tmp_path / "pred", "0")
+    states = [_full_state(session)]
+    edits = [
+        lambda: session.add_object("late", frame=3, mask=_square(60, 40, 6), color=(5, 6, 7)),
+        lambda: session.set_object_color(0, (200, 100, 0)),
+        lambda: session.add_expression("the late one", [2]),
+        lambda: session.set_expression_text("1", "the late square"),
+        lambda: session.link_object("1", 0),
+        lambda: session.unlink_object("1", 2),
+        lambda: session.set_expression_objects("0", [2, 1]),
+        lambda: session.accept_masklets("1", _two_masklet_result(), [0]),
+        lambda: session.refine_seed003(1, None, refiner),
+        lambda: session.apply_propagation(2, [(t, _square(60 - 5 * t, 40, 6)) for t in range(T)]),
+        lambda: session.import_davis(davis),
+        lambda: session.import_prediction_pngs(tmp_path / "pred", "0"),
+        lambda: session.delete_expression("0"),
+    ]
+    for edit in edits:
+        edit()
+        states.append(_full_state(session))
+    assert all(a != b for a, b in zip(states, states[1:]))
+    for k in range(len(edits), 0, -1):
+        session.undo()
+        assert _full_state(session) == states[k - 1], f"undo to state {k - 1}"
+    for k in range(1, len(edits) + 1):
+        session.redo()
+        assert _full_state(session) == states[k], f"redo to state {k}"
+
+
+# ------------------------------------------------------------------------------------------ import / export round trips
+
+
+def _masks_and_expressions(s: AnnotationSession) -> tuple[dict, list]:
+    masks = {(o.obj_id, t): s.mask(o.obj_id, t).tobytes() for o in s.objects for t in range(s.num_frames)}
+    return masks, [(e.exp_id, e.text, e.obj_ids) for e in s.expressions]
+
+
+def test_mevis_zip_export_import_round_trip(session: AnnotationSession, tmp_path: Path) -> None:
+    session.accept_result("squares", _two_masklet_result())
+    session.add_click(0, 2, 60, 10, True, DiskRefiner())
+    gap = session.add_object("deleted")
+    session.delete_object(gap)  # obj_ids 0, 1, 3: the gap survives the round trip
+    late = session.add_object("late", frame=5, mask=_square(3, 50, 5))
+    session.add_expression("the late one", [late, 0])
+    session.add_expression("nothing yet")
+    out = session.export_mevis_zip(tmp_path / "split.zip")
+    back = AnnotationSession.from_mevis(out, session.video_name, session.video)
+    assert _masks_and_expressions(back) == _masks_and_expressions(session)
+    assert [o.obj_id for o in back.objects] == [0, 1, 3] and back.video_name == session.video_name
+    assert {o.origin[t] for o in back.objects for t in range(T)} == {"import"}
+    assert not back.can_undo
+    assert back.add_object() == 4 and back.add_expression("next").exp_id == "3"  # ids continue after the import
+
+
+def test_from_mevis_reads_a_synthetic_split_folder(tmp_path: Path) -> None:
+    from rvos_core.formats.mevis import read_mevis_split
+    from rvos_core.synthetic import write_split
+
+    split_dir = write_split(tmp_path / "split", videos=2, seed=5, frames=4, size=(48, 64), progress=False)
+    s = AnnotationSession.from_mevis(split_dir, "synth_00001")  # frames from JPEGImages/synth_00001
+    assert (s.num_frames, s.height, s.width, s.video_name) == (4, 48, 64, "synth_00001")
+    with read_mevis_split(split_dir) as split:
+        exps = split.expressions("synth_00001")
+        assert [(e.exp_id, e.text, e.obj_ids) for e in s.expressions] == [
+            (k, e.exp, e.obj_id) for k, e in exps.items()]
+        for k, e in exps.items():
+            np.testing.assert_array_equal(
+                np.stack([s.union_mask(t, e.obj_id) for t in range(4)]), split.expression_masks("synth_00001", k))
+    with pytest.raises(ValueError, match=r"'nope' is not in the split .*synth_00000"):
+        AnnotationSession.from_mevis(split_dir, "nope")
+    # another clip's frames:
+    with pytest.raises(ValueError, match=r"4 frames of 64x48, but the video .* has 6 frames of 96x64"):
+        AnnotationSession.from_mevis(split_dir, "synth_00000", open_video(_write_clip(tmp_path / "toy")))
+
+
+def test_from_mevis_zip_needs_the_video(session: AnnotationSession, tmp_path: Path) -> None:
+    session.accept_result("squares", _two_masklet_result())
+    out = session.export_mevis_zip(tmp_path / "split.zip")
+    with pytest.raises(ValueError, match="is a zip; pass the video"):
+        AnnotationSession.from_mevis(out, session.video_name)
+
+
+def test_davis_export_import_round_trip(session: AnnotationSession, tmp_path: Path) -> None:
+    from rvos_core.formats.davis import MaskOverlapError
+    from rvos_core.masks import read_palette_png, voc_palette
+
+    session.accept_result("squares", _two_masklet_result())
+    session.delete_object(0)
+    late = session.add_object("late", frame=5, mask=_square(3, 50, 5))
+    paths = session.export_davis_pngs(tmp_path / "ann")
+    assert [p.name for p in paths] == [f"{t:05d}.png" for t in range(T)]
+    ids = read_palette_png(paths[5])
+    assert set(np.unique(ids)) == {0, 2, late + 1}  # palette id = obj_id + 1
+    from PIL import Image
+    assert tuple(np.array(Image.open(paths[5]).getpalette()[: 3 * 4])[9:12]) == tuple(voc_palette()[3])
+
+    back = AnnotationSession.from_davis(tmp_path / "ann", session.video)
+    assert [o.obj_id for o in back.objects] == [1, late]
+    assert _masks_and_expressions(back)[0] == _masks_and_expressions(session)[0]
+    assert back.get_object(late).color == session.get_object(late).color
+
+    mapping = session.import_davis(tmp_path / "ann")  # into a live session: new ids, one undo step
+    assert mapping == {2: 3, 3: 4}
+    for pid, obj_id in mapping.items():
+        for t in range(T):
+            np.testing.assert_array_equal(session.mask(obj_id, t), session.mask(pid - 1, t))
+    assert session.undo() == "import DAVIS" and len(session.objects) == 2
+
+    session.set_mask(late, 0, session.mask(1, 0), "manual")  # overlaps object 1 on frame 0
+    with pytest.raises(MaskOverlapError, match="frame '00000'.*objects 2 and 3 overlap"):
+        session.export_davis_pngs(tmp_path / "ann2")
+    session.export_davis_pngs(tmp_path / "ann2", on_overlap="last")
+    assert (read_palette_png(tmp_path / "ann2" / "00000.png") == late + 1).sum() == session.mask(late, 0).sum()
+    with pytest.raises(FileExistsError):
+        session.export_davis_pngs(tmp_path / "ann", on_overlap="last")
+    with pytest.raises(ValueError, match="6 frames"):
+        AnnotationSession.from_davis(tmp_path / "ann", open_video(BLACKSWAN / "JPEGImages"))
+
+
+def test_from_davis_reads_real_davis2016_annotations() -> None:
+    s = AnnotationSession.from_davis(BLACKSWAN / "Annotations", open_video(BLACKSWAN / "JPEGImages"))
+    gt = _blackswan_masks()
+    assert [o.obj_id for o in s.objects] == [0]
+    for t in (0, 25, 49):
+        np.testing.assert_array_equal(s.mask(0, t), gt[t])
+
+
+def test_prediction_pngs_export_import(session: AnnotationSession, tmp_path: Path) -> None:
+    entry = session.accept_result("squares", _two_masklet_result())
+    session.export_prediction_pngs(tmp_path / "pred", entry.exp_id)
+    other = AnnotationSession(session.video)
+    other.add_expression("squares")
+    obj = other.import_prediction_pngs(tmp_path / "pred", "0")
+    assert other.get_expression("0").obj_ids == [obj] and other.get_object(obj).name == "squares"
+    for t in range(T):
+        np.testing.assert_array_equal(other.mask(obj, t), session.union_mask(t))
+    other.add_expression("missing")
+    with pytest.raises(ValueError, match="expression '1'.*missing"):
+        other.import_prediction_pngs(tmp_path / "pred", "1")
+    (tmp_path / "pred" / "toyclip" / "0" / "00003.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="00003.png"):
+        other.import_prediction_pngs(tmp_path / "pred", "0")
+    with pytest.raises(UnknownExpressionError):
+        other.import_prediction_pngs(tmp_path / "pred", "9")
+    assert len(other.objects) == 1

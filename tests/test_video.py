@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -22,9 +23,10 @@ DOG_MP4 = DATA / "sam2_dog" / "sam2_dog.mp4"
 
 
 class _CountingReader(decord.VideoReader):
-    """decord reader that records every frame index it is asked to decode."""
+    """decord reader that records every frame index it is asked to decode and every ``seek``."""
 
     decoded: list[int] = []
+    seeks: list[int] = []
 
     def __getitem__(self, idx):
         _CountingReader.decoded.append(int(idx))
@@ -34,10 +36,15 @@ class _CountingReader(decord.VideoReader):
         _CountingReader.decoded.extend(int(i) for i in indices)
         return super().get_batch(indices)
 
+    def seek(self, pos):
+        _CountingReader.seeks.append(int(pos))
+        return super().seek(pos)
+
 
 @pytest.fixture
 def counting_decord(monkeypatch):
     _CountingReader.decoded = []
+    _CountingReader.seeks = []
     monkeypatch.setattr(decord, "VideoReader", _CountingReader)
     return _CountingReader
 
@@ -81,8 +88,8 @@ def test_opening_is_lazy_and_frame0_decoded_once(counting_decord):
     assert counting_decord.decoded == [0]  # size needs frame 0, nothing else
     src.get_frame(0)
     assert counting_decord.decoded == [0]  # served from the cache
-    src.get_frame(7)
-    assert counting_decord.decoded == [0, 7]
+    src.get_frame(40)  # more than 32 frames away from the last read: decoded alone
+    assert counting_decord.decoded == [0, 40]
     src.close()
 
 
@@ -159,6 +166,168 @@ def test_iter_frames_and_close():
     assert src.closed
     with pytest.raises(V.VideoError, match="closed"):
         src.get_frame(30)
+
+
+def _gop_clip(path: Path, frames: int = 80, gop: int = 8, size: tuple[int, int] = (72, 128),
+              preset: str = "medium") -> list[np.ndarray]:
+    """Write an H.264 clip with a keyframe exactly every ``gop`` frames (no scene-cut keyframes);
+    returns its frames as decoded by an independent reader (imageio's ffmpeg CLI)."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    params = ["-g", str(gop), "-sc_threshold", "0", "-crf", "18", "-preset", preset]
+    with imageio.get_writer(path, format="FFMPEG", fps=10, codec="libx264", pixelformat="yuv420p",
+                            macro_block_size=1, quality=None, ffmpeg_log_level="error", output_params=params) as w_:
+        for t in range(frames):
+            rgb = np.stack([(2 * xx + 5 * t) % 256, (3 * yy + 11 * t) % 256, np.full_like(xx, 37 * t % 256)], -1)
+            w_.append_data(rgb.astype(np.uint8))
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        return [reader.get_data(t) for t in range(frames)]
+
+
+@pytest.fixture(scope="module")
+def gop8_clip(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
+    clip = tmp_path_factory.mktemp("gop8") / "gop8.mp4"
+    return clip, _gop_clip(clip)
+
+
+def test_keyframe_indices(gop8_clip):
+    clip, _ = gop8_clip
+    assert V.open_video(clip).keyframe_indices == tuple(range(0, 80, 8))
+    assert V.open_video(SWAN_MP4).keyframe_indices == tuple(decord.VideoReader(str(SWAN_MP4)).get_key_indices())
+    assert V.open_video(SWAN_JPG).keyframe_indices == tuple(range(50))  # every image decodes on its own
+
+
+@pytest.fixture
+def long_clip_budget(monkeypatch):
+    """Make every clip count as long: the decoder is reset after every decode."""
+    monkeypatch.setattr(V, "_BACKLOG_BYTES", 0)
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["reader-keeps-its-place", "reset-after-each-decode"])
+def test_random_forward_and_backward_reads_return_the_right_frames(gop8_clip, monkeypatch, reset):
+    if reset:
+        monkeypatch.setattr(V, "_BACKLOG_BYTES", 0)
+    clip, ref = gop8_clip
+    with V.open_video(clip, cache_size=6) as src:
+        order = [20, 21, 22, 23, 24, 25, 26, 27, 28, 19, 18, 17, 16, 15, 14, 13, 79, 0, 1, 78, 77, 9, 3, 4, 2,
+                 40, 45, 52, 50, 43, 30, 60]
+        for t in order:
+            np.testing.assert_array_equal(src.get_frame(t), ref[t], err_msg=f"frame {t}")
+        assert src.cache_info()["size"] <= 6
+        for t, frame in enumerate(src.iter_frames()):
+            np.testing.assert_array_equal(frame, ref[t], err_msg=f"iter_frames frame {t}")
+
+
+def test_sequential_misses_decode_doubling_runs(gop8_clip, counting_decord):
+    clip, _ = gop8_clip
+    src = V.open_video(clip, cache_size=32)
+    counting_decord.decoded.clear()
+    src.get_frame(2)  # a jump: decoded alone
+    assert counting_decord.decoded == [2]
+    src.get_frame(3)  # the next frame: a run of 4 into the cache
+    assert counting_decord.decoded == [2, 3, 4, 5, 6]
+    for t in (4, 5, 6):
+        src.get_frame(t)
+    assert counting_decord.decoded == [2, 3, 4, 5, 6]  # cache hits
+    src.get_frame(7)  # still sequential: the run doubles
+    assert counting_decord.decoded[5:] == list(range(7, 15))
+    src.get_frame(17)  # a few frames further on (a fast slider drag): the run doubles again
+    assert counting_decord.decoded[13:] == list(range(17, 33))
+    src.get_frame(70)  # a jump of more than 32 frames: decoded alone
+    src.get_frame(71)  # ... and runs start again from 4
+    assert counting_decord.decoded[29:] == [70, 71, 72, 73, 74]
+    assert src.cache_info()["size"] <= 32
+
+
+def test_backward_misses_decode_back_to_the_keyframe(gop8_clip, counting_decord):
+    clip, _ = gop8_clip
+    src = V.open_video(clip, cache_size=32)
+    src.get_frame(21)
+    counting_decord.decoded.clear()
+    src.get_frame(20)  # the frame before: 4 frames ending at 20 (all after keyframe 16)
+    assert counting_decord.decoded == [17, 18, 19, 20]
+    for t in (19, 18, 17):
+        src.get_frame(t)
+    src.get_frame(16)  # run of 8, but 16 is a keyframe: nothing before it is decoded with it
+    assert counting_decord.decoded == [17, 18, 19, 20, 16]
+    src.get_frame(15)  # run of 16, cut at keyframe 8
+    assert counting_decord.decoded[5:] == list(range(8, 16))
+
+
+def test_runs_never_exceed_the_cache(gop8_clip, counting_decord):
+    clip, _ = gop8_clip
+    src = V.open_video(clip, cache_size=3)
+    src.get_frame(2)
+    counting_decord.decoded.clear()
+    src.get_frame(3)
+    assert counting_decord.decoded == [3, 4, 5]
+    nocache = V.open_video(clip, cache_size=0)
+    counting_decord.decoded.clear()
+    for t in (5, 6, 7):
+        nocache.get_frame(t)
+    assert counting_decord.decoded == [5, 6, 7]  # nowhere to keep a run: one frame per read
+
+
+def test_long_clips_reset_the_decoder_after_every_decode(counting_decord, long_clip_budget):
+    src = V.open_video(SWAN_MP4, cache_size=8)
+    assert counting_decord.seeks == [0]  # frame 0 decoded at opening, then the reset
+    src.get_frame(9)
+    assert counting_decord.seeks == [0, 0]
+    src.get_frames([20, 30, 9])
+    assert counting_decord.seeks == [0, 0, 0]
+    src.get_frame(30)  # cached: nothing decoded, nothing to reset
+    assert counting_decord.seeks == [0, 0, 0]
+
+
+def test_short_clips_keep_the_decoder_place(counting_decord):
+    # 50 frames × 1.2 MB: all decord could decode ahead fits in the budget, so no reset is needed
+    src = V.open_video(SWAN_MP4, cache_size=8)
+    frames = [src.get_frame(t) for t in (40, 5, 6, 30)] + list(src.get_frames([44, 46]))
+    assert counting_decord.seeks == []
+    reference = V.open_video(SWAN_MP4, cache_size=0)
+    for t, frame in zip((40, 5, 6, 30, 44, 46), frames):
+        np.testing.assert_array_equal(frame, reference.get_frame(t), err_msg=f"frame {t}")
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def test_no_frames_are_decoded_in_the_background_after_a_read(tmp_path, long_clip_budget):
+    # decord 0.6 keeps decoding the rest of the file after a read (dmlc/decord#157): here up to
+    # 160 × 0.7 MB of RGB frames while the caller sleeps. For a long clip VideoSource must leave
+    # nothing running (the budget is 0 here, so this 110 MB clip counts as long).
+    clip = tmp_path / "long.mp4"
+    _gop_clip(clip, frames=160, gop=250, size=(360, 640), preset="ultrafast")
+    src = V.open_video(clip)  # decodes frame 0
+    src.get_frame(80)
+    before = _rss_mb()
+    time.sleep(0.6)
+    assert _rss_mb() - before < 25
+
+
+class _EofRaceReader(decord.VideoReader):
+    """Fails like decord 0.6 on a loaded machine: the first read of ``fail_at`` gives up at EOF."""
+
+    fail_at = 5
+    failures = 0
+
+    def __getitem__(self, idx):
+        if idx == _EofRaceReader.fail_at and _EofRaceReader.failures == 0:
+            _EofRaceReader.failures += 1
+            raise decord.DECORDError("[x.mp4]Unable to handle EOF because it takes too long to retrieve last few "
+                                     "frames and `DECORD_EOF_RETRY_MAX=10240`.")
+        return super().__getitem__(idx)
+
+
+def test_decord_eof_race_is_retried(monkeypatch):
+    reference = V.open_video(SWAN_MP4, cache_size=0).get_frame(5)
+    _EofRaceReader.failures = 0
+    monkeypatch.setattr(decord, "VideoReader", _EofRaceReader)
+    src = V.open_video(SWAN_MP4, cache_size=0)
+    np.testing.assert_array_equal(src.get_frame(5), reference)
+    assert _EofRaceReader.failures == 1
 
 
 def test_video_id_stable_and_changes_with_file(tmp_path):

@@ -39,6 +39,10 @@ class CheckpointError(ValueError):
     """A checkpoint file is not a clip-rvos checkpoint of the expected config (names the file)."""
 
 
+#: architecture fields added after the first checkpoints were written, with the value those checkpoints imply
+_ARCH_DEFAULTS = {"st_layers": 1, "motion_fusion": False, "motion_input": False}
+
+
 def list_configs() -> list[str]:
     """Names of the JSON model configs shipped in ``rvos_core/configs``."""
     files = resources.files("rvos_core") / "configs"
@@ -145,8 +149,8 @@ def build_net(cfg: ClipRvosConfig, checkpoint: str | Path | None = None, backbon
     if checkpoint is not None:
         ck = read_checkpoint(checkpoint)
         ck_cfg = ck.get("config", {})
-        mismatched = [k for k in ("clip", "hidden_dim", "num_queries", "dec_layers", "nheads")
-                      if ck_cfg.get(k) != cfg.to_dict().get(k)]
+        mismatched = [k for k in ("clip", "hidden_dim", "num_queries", "dec_layers", "nheads", "st_layers", "motion_fusion", "motion_input")
+                      if ck_cfg.get(k, _ARCH_DEFAULTS.get(k)) != cfg.to_dict().get(k)]
         if mismatched:
             raise CheckpointError(f"{checkpoint}: checkpoint was trained with a different config (fields {mismatched})")
         sd = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
@@ -214,12 +218,16 @@ class ClipRvosEngine:
         self._lock = threading.Lock()
 
     @torch.inference_mode()
-    def predict_group(self, frames: np.ndarray, expression: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict_group(self, frames: np.ndarray, expression: str,
+                      flow_pairs: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the network on one group of frames.
 
         Args:
             frames: ``(T, H, W, 3)`` uint8 RGB at original size.
             expression: the referring expression.
+            flow_pairs: for ``motion_input`` configs, ``(A, B)`` two ``(T, H, W, 3)`` uint8 stacks: frame
+                ``t``'s motion is the optical flow ``A[t] → B[t]`` (see :func:`rvos_core.engines.motion.successor_pairs`);
+                None → ``frames`` are taken as consecutive video frames.
 
         Returns:
             ``(mask_logits (Q, T, h/4, w/4) float32, score_prob (Q,) float32, dense_logits (T, h/4, w/4) float32)``
@@ -228,10 +236,22 @@ class ClipRvosEngine:
         small = np.stack([resize_for_model(f, self.cfg.input_size) for f in frames])
         x = to_tensor(small, self.cfg)[None].to(self.device)
         tok = self.tokenizer([expression]).to(self.device)
+        flow = None
+        if self.cfg.motion_input:
+            flow = torch.from_numpy(self._flow(small, flow_pairs))[None].to(self.device)
         with self._lock:
-            out = self.net(x, tok)
+            out = self.net(x, tok, flow)
         return (out["pred_masks"][0].float().cpu(), out["pred_logits"][0].float().sigmoid().cpu(),
                 out["dense"][0].float().cpu())
+
+    def _flow(self, small: np.ndarray, flow_pairs: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+        from rvos_core.engines.motion import FLOW_SCALE, clip_flow, flow_field
+
+        if flow_pairs is None:
+            return clip_flow(small)
+        size = self.cfg.input_size
+        return np.stack([flow_field(resize_for_model(a, size), resize_for_model(b, size))
+                         for a, b in zip(*flow_pairs)]) / FLOW_SCALE
 
     def segment(self, video, expression: str, progress: ProgressFn | None = None) -> SegmentResult:
         """Segment ``expression`` in every frame of ``video`` (a :class:`rvos_core.video.VideoSource`).
@@ -252,7 +272,13 @@ class ClipRvosEngine:
         done = 0
         for gi, idx in enumerate(groups):
             frames = np.stack([video.get_frame(i) for i in idx])
-            logits, probs, dense = self.predict_group(frames, expression)
+            flow_pairs = None
+            if self.cfg.motion_input:
+                from rvos_core.engines.motion import successor_pairs
+
+                pairs = successor_pairs(idx, n)
+                flow_pairs = (np.stack([video.get_frame(a) for a, _ in pairs]), np.stack([video.get_frame(b) for _, b in pairs]))
+            logits, probs, dense = self.predict_group(frames, expression, flow_pairs)
             selected = [int(q) for q in torch.nonzero(probs >= self.cfg.score_threshold).flatten()]
             if not selected:
                 selected = [int(probs.argmax())]

@@ -43,6 +43,12 @@ class ClipRvosConfig:
         mean, std: per-channel RGB normalisation of [0, 1] pixels (CLIP's constants).
         score_threshold: a query whose score probability exceeds this is reported as a referred object.
         checkpoint: default trained-checkpoint path (relative to the repository root) or weight name.
+        motion_input: the network also takes per-frame optical flow (:mod:`rvos_core.engines.motion`),
+            encoded by a small conv stem and added (zero-initialised) to the stride-8 and stride-16 features.
+        st_layers: joint spatio-temporal attention blocks at stride 16 (≥ 1).
+        motion_fusion: after those blocks, the clip's tokens attend to the text tokens once more, so that
+            words about motion meet features that already relate frames (added in the second training stage
+            of the demo model; zero-initialised so a model trained without it is unchanged).
     """
 
     name: str
@@ -59,6 +65,9 @@ class ClipRvosConfig:
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     score_threshold: float = 0.5
     checkpoint: str | None = None
+    st_layers: int = 1
+    motion_fusion: bool = False
+    motion_input: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -107,6 +116,12 @@ def sine_pos_1d(n: int, dim: int, device: torch.device) -> torch.Tensor:
     return pos
 
 
+def _zero_linear(layer: nn.Linear) -> None:
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+
+
 class FFN(nn.Module):
     def __init__(self, dim: int, mult: int = 4):
         super().__init__()
@@ -119,13 +134,15 @@ class FFN(nn.Module):
 class VisionLanguageFusion(nn.Module):
     """Visual tokens attend to text tokens, then a sentence-conditioned channel gate (seed 000: more fusion)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, zero_init: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.gate = nn.Linear(dim, dim)
         nn.init.zeros_(self.gate.weight)
         nn.init.zeros_(self.gate.bias)
+        if zero_init:  # starts as the identity (added to a trained model without changing it)
+            _zero_linear(self.attn.out_proj)
 
     def forward(self, v: torch.Tensor, pos: torch.Tensor, txt: torch.Tensor, txt_pad: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
         """v: (N, S, D) visual tokens; pos: (S, D); txt: (N, L, D); txt_pad: (N, L) bool (True = padding); sent: (N, D)."""
@@ -137,18 +154,42 @@ class VisionLanguageFusion(nn.Module):
 class SpatioTemporalBlock(nn.Module):
     """Joint self-attention over all ``T·h·w`` tokens of the coarsest level (relates positions across frames)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, zero_init: bool = False):
         super().__init__()
         self.n1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.n2 = nn.LayerNorm(dim)
         self.ffn = FFN(dim, 2)
+        if zero_init:  # starts as the identity (added to a trained model without changing it)
+            _zero_linear(self.attn.out_proj)
+            _zero_linear(self.ffn.net[-1])
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """x: (B, T·h·w, D); pos: (T·h·w, D)."""
         h = self.n1(x) + pos
         x = x + self.attn(h, h, self.n1(x), need_weights=False)[0]
         return x + self.ffn(self.n2(x))
+
+
+class MotionStem(nn.Module):
+    """Optical flow ``(N, 2, H, W)`` → motion features at strides 8 and 16 (``(N, D, H/8, W/8)``,
+    ``(N, D, H/16, W/16)``); the output convolutions start at zero so adding the stem to a trained
+    network does not change it."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        c = max(32, dim // 2)
+        self.body = nn.Sequential(nn.Conv2d(2, c // 2, 3, 2, 1), nn.GELU(), nn.Conv2d(c // 2, c, 3, 2, 1), nn.GELU(),
+                                  nn.Conv2d(c, dim, 3, 2, 1), nn.GroupNorm(8, dim), nn.GELU())
+        self.down = nn.Sequential(nn.Conv2d(dim, dim, 3, 2, 1), nn.GroupNorm(8, dim), nn.GELU())
+        self.out8, self.out16 = nn.Conv2d(dim, dim, 1), nn.Conv2d(dim, dim, 1)
+        for conv in (self.out8, self.out16):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f8 = self.body(flow)
+        return self.out8(f8), self.out16(self.down(f8))
 
 
 class DecoderLayer(nn.Module):
@@ -237,6 +278,11 @@ class ClipRvosNet(nn.Module):
         self.sent_proj = nn.Linear(embed_dim, d)
         self.fusion = nn.ModuleList([VisionLanguageFusion(d, cfg.nheads) for _ in range(3)])  # strides 8, 16, 32
         self.st_block = SpatioTemporalBlock(d, cfg.nheads)
+        if cfg.st_layers < 1:
+            raise ValueError(f"clip-rvos config {cfg.name!r}: st_layers must be >= 1, got {cfg.st_layers}")
+        self.st_extra = nn.ModuleList([SpatioTemporalBlock(d, cfg.nheads, zero_init=True) for _ in range(cfg.st_layers - 1)])
+        self.motion_fusion = VisionLanguageFusion(d, cfg.nheads, zero_init=True) if cfg.motion_fusion else None
+        self.motion_stem = MotionStem(d) if cfg.motion_input else None
         self.fpn = nn.ModuleList([nn.Sequential(nn.Conv2d(d, d, 3, padding=1), nn.GroupNorm(8, d), nn.GELU()) for _ in range(3)])
         self.mask_feat = nn.Conv2d(d, d, 1)
         self.query_embed = nn.Embedding(cfg.num_queries, d)
@@ -286,10 +332,13 @@ class ClipRvosNet(nn.Module):
         return [lat(f) for lat, f in zip(self.lateral, feats[-4:])]
 
     # --- forward ------------------------------------------------------------------------------
-    def forward(self, frames: torch.Tensor, tokens: torch.Tensor) -> dict[str, Any]:
+    def forward(self, frames: torch.Tensor, tokens: torch.Tensor, flow: torch.Tensor | None = None) -> dict[str, Any]:
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
         b, t, _, hh, ww = frames.shape
+        if self.motion_stem is not None and (flow is None or tuple(flow.shape) != (b, t, 2, hh, ww)):
+            raise ValueError(f"config {self.cfg.name!r} has motion_input: pass flow (B, T, 2, H, W) = "
+                             f"{(b, t, 2, hh, ww)}, got {None if flow is None else tuple(flow.shape)}")
         if hh % 32 or ww % 32:
             raise ValueError(f"frame height/width must be multiples of 32, got {hh}x{ww}")
         if tokens.shape[0] != b:
@@ -309,6 +358,10 @@ class ClipRvosNet(nn.Module):
             tok = f.flatten(2).transpose(1, 2)
             tok = self.fusion[lvl - 1](tok, sine_pos_2d(h, w, d, dev), txt_bt, pad_bt, sent_bt)
             fused.append(tok.transpose(1, 2).reshape(n, d, h, w))
+        if self.motion_stem is not None:
+            m8, m16 = self.motion_stem(flow.reshape(b * t, 2, hh, ww))
+            fused[1] = fused[1] + m8
+            fused[2] = fused[2] + m16
         # FPN top-down to stride 4, with joint spatio-temporal attention at stride 16
         # (stride 16 keeps small objects' displacements visible; T·h·w tokens of all sampled frames)
         p5 = fused[3]
@@ -323,6 +376,10 @@ class ClipRvosNet(nn.Module):
                 tok = x.reshape(b, t, d, h4_ * w4_).permute(0, 1, 3, 2).reshape(b, t * h4_ * w4_, d)
                 st_pos = (sine_pos_1d(t, d, dev)[:, None, :] + sine_pos_2d(h4_, w4_, d, dev)[None]).reshape(-1, d)
                 tok = self.st_block(tok, st_pos)
+                for blk in self.st_extra:
+                    tok = blk(tok, st_pos)
+                if self.motion_fusion is not None:
+                    tok = self.motion_fusion(tok, st_pos, txt, pad, sent)
                 x = tok.reshape(b, t, h4_ * w4_, d).permute(0, 1, 3, 2).reshape(b * t, d, h4_, w4_)
             pyr.append(x)
         mask_features = self.mask_feat(x)  # (B·T, D, H/4, W/4)

@@ -22,7 +22,16 @@ Prediction layout (MeViS submission): ``<video>/<exp_id>/<frame>.png``, 8-bit gr
 background / 255 referred object(s), original frame size; in a zip, video folders at the root.
 
 All writers are byte-deterministic (fixed key order, fixed JPEG encoder settings, fixed zip entry
-metadata) and atomic (a temporary sibling is built, then renamed into place).
+metadata) and atomic (a temporary sibling is built, then renamed into place). Frames given as
+encoded JPEG bytes are written verbatim (lossless copies between layouts).
+
+Reading validates the JSON files at once and names file, field and value in every
+:class:`MevisFormatError`: invalid JSON / UTF-8, missing or ill-typed fields, duplicate or unsafe
+frame / video names, ids that are not non-negative ints, ``mask_dict.json`` lists whose length is not
+the video's frame count, anno_ids with no ``mask_dict.json`` entry, and (when decoded) RLEs of
+another size than the frame or with runs that do not add up. A zip with an absolute entry name or a
+``..`` component is refused as a whole. Prediction PNGs are read (and their 0/255 greyscale format
+checked) by :mod:`rvos_core.formats.predictions`.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +88,9 @@ class MevisVideo:
     Attributes:
         frame_names: frame names without extension, e.g. ``["00000", "00001", ...]``.
         frames: either a sequence (list or ``(T, H, W, 3)`` array) of ``(H, W, 3)`` uint8 RGB frames,
-            or a callable ``i -> (H, W, 3) uint8 RGB`` (called once per frame, in order).
+            or a callable ``i -> (H, W, 3) uint8 RGB`` (called once per frame, in order). An item
+            may also be ``bytes`` of an already encoded JPEG: it is written verbatim (no
+            re-encoding; used by :mod:`rvos_core.formats.convert` to copy frames losslessly).
         expressions: expression id (a string such as ``"0"``) → :class:`MevisExpression`.
         masks: anno_id → one ``(H, W)`` mask per frame (bool, or 0/non-zero) or ``None`` where the
             object is absent. May be empty when no ``mask_dict.json`` is written.
@@ -101,7 +113,7 @@ def _natural_key(name: str) -> list[Any]:
 
 def _check_name(name: object, what: str) -> str:
     """A video / frame / expression name must be a plain path component."""
-    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+    if not _plain_name(name):
         raise ValueError(f"{what}: expected a non-empty name without path separators, got {name!r}")
     return name
 
@@ -120,11 +132,45 @@ def _encode_jpeg(frame: np.ndarray, quality: int, where: str) -> bytes:
     return buf.tobytes()
 
 
-def _decode_jpeg(data: bytes, where: str) -> np.ndarray:
-    """JPEG bytes → ``(H, W, 3)`` uint8 RGB."""
+def _jpeg_size(data: bytes, where: str, error: type[ValueError] = ValueError) -> tuple[int, int]:
+    """``(H, W)`` of encoded JPEG ``data`` as :func:`_decode_jpeg` returns it, read from the header
+    (no full decode): an EXIF orientation that turns the image by 90° (5–8) swaps H and W, as
+    OpenCV's decoder applies it.
+
+    Raises:
+        error: ``data`` is not a JPEG.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (w, h) = im.format, im.size
+            turned = im.getexif().get(0x0112) in (5, 6, 7, 8)  # 0x0112: EXIF Orientation
+    except (UnidentifiedImageError, OSError) as e:
+        raise error(f"{where}: not a readable image ({e}); expected an encoded JPEG") from None
+    if fmt != "JPEG":
+        raise error(f"{where}: a {fmt} image; expected an encoded JPEG")
+    return (int(w), int(h)) if turned else (int(h), int(w))
+
+
+def _frame_jpeg(frame: object, quality: int, where: str) -> tuple[bytes, tuple[int, int]]:
+    """A frame to write → ``(JPEG bytes, (H, W))``: encoded JPEG ``bytes`` pass through unchanged,
+    an ``(H, W, 3)`` uint8 RGB array is encoded with :func:`_encode_jpeg`."""
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        data = bytes(frame)
+        return data, _jpeg_size(data, where)
+    arr = np.asarray(frame)
+    data = _encode_jpeg(arr, quality, where)
+    return data, (int(arr.shape[0]), int(arr.shape[1]))
+
+
+def _decode_jpeg(data: bytes, where: str, error: type[ValueError] = MevisFormatError) -> np.ndarray:
+    """JPEG bytes → ``(H, W, 3)`` uint8 RGB; ``error`` when they do not decode."""
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if img is None:
-        raise MevisFormatError(f"{where}: not a readable JPEG image")
+        raise error(f"{where}: not a readable JPEG image")
     return np.ascontiguousarray(img[..., ::-1])
 
 
@@ -160,13 +206,22 @@ def _as_int(v: object, where: str) -> int:
     return int(v)
 
 
+def _indexed_source(items: Sequence[Any] | Callable[[int], Any], count: int, what: str,
+                    where: str) -> Callable[[int], Any]:
+    """A sequence of ``count`` items, or a callable ``i -> item``, as a callable ``i -> item``.
+
+    Raises:
+        ValueError: a sequence whose length is not ``count`` (message: ``where``, ``what``).
+    """
+    if callable(items):
+        return items
+    if len(items) != count:
+        raise ValueError(f"{where}: {len(items)} {what} but {count} frame_names")
+    return lambda i: items[i]
+
+
 def _frame_source(video: MevisVideo, name: str) -> Callable[[int], np.ndarray]:
-    frames = video.frames
-    if callable(frames):
-        return frames
-    if len(frames) != len(video.frame_names):
-        raise ValueError(f"video {name!r}: {len(frames)} frames but {len(video.frame_names)} frame_names")
-    return lambda i: frames[i]
+    return _indexed_source(video.frames, len(video.frame_names), "frames", f"video {name!r}")
 
 
 def _encode_masks(name: str, video: MevisVideo, size: tuple[int, int]) -> dict[int, list[dict | None]]:
@@ -194,18 +249,28 @@ def _encode_masks(name: str, video: MevisVideo, size: tuple[int, int]) -> dict[i
     return out
 
 
+def _check_video_names(name: str, frame_names: Sequence[str], exp_ids: Iterable[str]) -> None:
+    """Frame and expression names of video ``name`` (to write) are plain, frames unique and non-empty.
+
+    Raises:
+        ValueError: naming the video and the bad name.
+    """
+    if not frame_names:
+        raise ValueError(f"video {name!r}: frame_names is empty")
+    for f in frame_names:
+        _check_name(f, f"video {name!r} frame name")
+    if len(set(frame_names)) != len(frame_names):
+        raise ValueError(f"video {name!r}: frame_names contain duplicates")
+    for exp_id in exp_ids:
+        _check_name(exp_id, f"video {name!r} expression id")
+
+
 def _check_video(name: str, video: MevisVideo, with_masks: bool) -> None:
     _check_name(name, "video name")
     if not isinstance(video, MevisVideo):
         raise ValueError(f"video {name!r}: expected a MevisVideo, got {type(video).__name__}")
-    if not video.frame_names:
-        raise ValueError(f"video {name!r}: frame_names is empty")
-    for f in video.frame_names:
-        _check_name(f, f"video {name!r} frame name")
-    if len(set(video.frame_names)) != len(video.frame_names):
-        raise ValueError(f"video {name!r}: frame_names contain duplicates")
+    _check_video_names(name, video.frame_names, video.expressions)
     for exp_id, e in video.expressions.items():
-        _check_name(exp_id, f"video {name!r} expression id")
         if with_masks:
             missing = [a for a in e.anno_id if a not in video.masks]
             if missing:
@@ -230,12 +295,12 @@ def _iter_video_entries(videos: Mapping[str, MevisVideo], jpeg_quality: int, wit
         get = _frame_source(video, name)
         size: tuple[int, int] | None = None
         for i, fname in enumerate(video.frame_names):
-            frame = np.asarray(get(i))
+            data, hw = _frame_jpeg(get(i), jpeg_quality, f"video {name!r} frame {fname!r}")
             if size is None:
-                size = (int(frame.shape[0]), int(frame.shape[1])) if frame.ndim >= 2 else (0, 0)
-            elif frame.shape[:2] != size:
-                raise ValueError(f"video {name!r} frame {fname!r}: size {frame.shape[:2]} differs from the first frame {size}")
-            yield f"{FRAMES_DIR}/{name}/{fname}.jpg", _encode_jpeg(frame, jpeg_quality, f"video {name!r} frame {fname!r}")
+                size = hw
+            elif hw != size:
+                raise ValueError(f"video {name!r} frame {fname!r}: size {hw} differs from the first frame {size}")
+            yield f"{FRAMES_DIR}/{name}/{fname}.jpg", data
         exps = {k: _expression_json(k, video.expressions[k], f"video {name!r} expression {k!r}")
                 for k in sorted(video.expressions, key=_natural_key)}
         meta[name] = {"expressions": exps, "frames": list(video.frame_names)}
@@ -283,25 +348,41 @@ def write_mevis_split(out_dir: str | os.PathLike, videos: Mapping[str, MevisVide
             reused across videos, expression referring to an anno_id without masks).
     """
     out = Path(out_dir)
+    with _atomic_dir(out, overwrite) as tmp:
+        meta: dict[str, Any] = {}
+        mask_dict: dict[int, Any] = {}
+        for rel, data in _iter_video_entries(videos, jpeg_quality, with_masks, progress, meta, mask_dict):
+            _write_entry(tmp, rel, data)
+        (tmp / FRAMES_DIR).mkdir(exist_ok=True)
+        for rel, data in _json_payloads(meta, mask_dict, with_masks):
+            (tmp / rel).write_bytes(data)
+    return out
+
+
+def _write_entry(root: Path, rel: str, data: bytes) -> None:
+    """Write ``data`` to ``root / rel``, creating parent folders."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@contextmanager
+def _atomic_dir(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield an empty temp folder beside ``out``; on success it replaces ``out``, on error it is removed.
+
+    Raises:
+        FileExistsError: as :func:`_check_destination_dir` (checked before anything is written).
+    """
     _check_destination_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        meta: dict[str, Any] = {}
-        mask_dict: dict[int, Any] = {}
-        for rel, data in _iter_video_entries(videos, jpeg_quality, with_masks, progress, meta, mask_dict):
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        (tmp / FRAMES_DIR).mkdir(exist_ok=True)
-        for rel, data in _json_payloads(meta, mask_dict, with_masks):
-            (tmp / rel).write_bytes(data)
+        yield tmp
         os.chmod(tmp, 0o755)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def _check_destination_dir(out: Path, overwrite: bool) -> None:
@@ -373,6 +454,9 @@ class _FolderStore:
     def exists(self, rel: str) -> bool:
         return (self.root / rel).is_file()
 
+    def has_dir(self, rel: str) -> bool:
+        return (self.root / rel).is_dir()
+
     def read(self, rel: str) -> bytes:
         path = self.root / rel
         if not path.is_file():
@@ -383,25 +467,64 @@ class _FolderStore:
         pass
 
 
-class _ZipStore:
-    """Reads files of a split inside a zip; the split may sit at the root or in one top folder."""
+def _unsafe_zip_name(name: str) -> bool:
+    """True for an entry name that could escape an extraction folder: absolute (``/x``, ``\\x``,
+    ``C:x``) or with a ``..`` component (``/`` or ``\\`` separated)."""
+    parts = re.split(r"[/\\]", name)
+    return name.startswith(("/", "\\")) or bool(re.match(r"^[A-Za-z]:", name)) or ".." in parts
 
-    def __init__(self, path: Path) -> None:
+
+def _zip_prefix(names: Iterable[str], markers: Sequence[str]) -> str:
+    """Folder prefix (``""`` or ``"top/"``…) of the shallowest entry matching a marker.
+
+    A marker ending in ``/`` names a folder (matched anywhere in an entry's path), any other marker
+    a file (matched as the last component).
+    """
+    found: list[str] = []
+    for n in names:
+        for m in markers:
+            if m.endswith("/"):
+                at = 0 if n.startswith(m) else (n.find("/" + m) + 1 if "/" + m in n else -1)
+            else:
+                at = 0 if n == m else (len(n) - len(m) if n.endswith("/" + m) else -1)
+            if at >= 0:
+                found.append(n[:at])
+    return min(found, key=lambda f: (f.count("/"), f)) if found else ""
+
+
+class _ZipStore:
+    """Reads files of a split inside a zip; the split may sit at the root or in one top folder.
+
+    The split root is the folder of the shallowest entry matching one of ``markers`` (default: the
+    MeViS ``meta_expressions.json``). Entries with absolute paths or ``..`` components make the whole
+    zip rejected (``error``) — a split never needs them and they signal a crafted archive.
+    """
+
+    def __init__(self, path: Path, markers: Sequence[str] = (META_FILE,),
+                 error: type[ValueError] = MevisFormatError) -> None:
         self.path = path
         try:
             self.zf = zipfile.ZipFile(path)
-        except zipfile.BadZipFile as e:
-            raise MevisFormatError(f"{path}: not a readable zip file ({e})") from None
-        names = set(self.zf.namelist())
-        metas = sorted((n for n in names if n == META_FILE or n.endswith("/" + META_FILE)), key=lambda n: n.count("/"))
-        self.prefix = metas[0][: -len(META_FILE)] if metas else ""
-        self.names = names
+        except (zipfile.BadZipFile, OSError) as e:
+            raise error(f"{path}: not a readable zip file ({e})") from None
+        names = self.zf.namelist()
+        bad = next((n for n in names if _unsafe_zip_name(n)), None)
+        if bad is not None:
+            self.zf.close()
+            raise error(f"{path}: zip entry {bad!r} has an absolute path or a '..' component; "
+                        "refusing to read this zip")
+        self.prefix = _zip_prefix(names, markers)
+        self.names = set(names)
 
     def describe(self, rel: str) -> str:
         return f"{self.path}:{self.prefix}{rel}"
 
     def exists(self, rel: str) -> bool:
         return self.prefix + rel in self.names
+
+    def has_dir(self, rel: str) -> bool:
+        folder = self.prefix + rel.rstrip("/") + "/"
+        return any(n.startswith(folder) for n in self.names)
 
     def read(self, rel: str) -> bytes:
         if not self.exists(rel):
@@ -412,12 +535,21 @@ class _ZipStore:
         self.zf.close()
 
 
-def _load_json(store: _FolderStore | _ZipStore, rel: str) -> Any:
-    where = store.describe(rel)
+def _parse_json(data: bytes, where: str, error: type[ValueError] = MevisFormatError) -> Any:
+    """Decode JSON ``data``; ``error`` naming ``where`` when it is not valid UTF-8 JSON."""
     try:
-        return json.loads(store.read(rel))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MevisFormatError(f"{where}: not valid JSON ({e})") from None
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise error(f"{where}: not valid JSON ({e})") from None
+
+
+def _load_json(store: _FolderStore | _ZipStore, rel: str, error: type[ValueError] = MevisFormatError) -> Any:
+    return _parse_json(store.read(rel), store.describe(rel), error)
+
+
+def _is_digits(s: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``"²"``, which ``int`` rejects)."""
+    return s.isascii() and s.isdigit()
 
 
 def _id_list(value: object, where: str) -> list[int]:
@@ -426,9 +558,9 @@ def _id_list(value: object, where: str) -> list[int]:
         raise MevisFormatError(f"{where}: expected a list of ints, got {value!r}")
     out = []
     for v in value:
-        if isinstance(v, int) and not isinstance(v, bool):
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
             out.append(v)
-        elif isinstance(v, str) and v.isdigit():
+        elif isinstance(v, str) and _is_digits(v):
             out.append(int(v))
         else:
             raise MevisFormatError(f"{where}: expected a list of ints, got element {v!r}")
@@ -460,27 +592,53 @@ def _parse_expression(raw: object, where: str, needs_ids: bool) -> MevisExpressi
 def _parse_video(raw: object, where: str, needs_ids: bool) -> tuple[list[str], dict[str, MevisExpression]]:
     if not isinstance(raw, dict):
         raise MevisFormatError(f"{where}: expected an object, got {raw!r}")
-    frames = raw.get("frames")
-    if not isinstance(frames, list) or not all(isinstance(f, str) and f and "/" not in f for f in frames):
-        raise MevisFormatError(f"{where}.frames: expected a list of frame-name strings, got {frames!r}")
-    exps = raw.get("expressions")
-    if not isinstance(exps, dict):
-        raise MevisFormatError(f"{where}.expressions: expected an object, got {exps!r}")
+    frames = _frame_list(raw.get("frames"), f"{where}.frames")
+    exps = _expressions_field(raw.get("expressions"), f"{where}.expressions")
     parsed = {str(k): _parse_expression(exps[k], f"{where}.expressions[{k!r}]", needs_ids)
               for k in sorted(exps, key=_natural_key)}
-    return list(frames), parsed
+    return frames, parsed
+
+
+def _frame_list(value: object, where: str, error: type[ValueError] = MevisFormatError) -> list[str]:
+    """A ``"frames"`` field: a list of unique plain frame names; ``error`` naming ``where`` otherwise."""
+    if not isinstance(value, list) or not all(_plain_name(f) for f in value):
+        raise error(f"{where}: expected a list of frame-name strings, got {_short(value)}")
+    if len(set(value)) != len(value):
+        dup = next(f for f in value if value.count(f) > 1)
+        raise error(f"{where}: frame name {dup!r} appears more than once")
+    return list(value)
+
+
+def _expressions_field(value: object, where: str, error: type[ValueError] = MevisFormatError) -> dict:
+    """An ``"expressions"`` field: an object keyed by plain expression ids."""
+    if not isinstance(value, dict):
+        raise error(f"{where}: expected an object, got {_short(value)}")
+    bad = next((k for k in value if not _plain_name(k)), None)
+    if bad is not None:
+        raise error(f"{where}: bad expression id {bad!r}")
+    return value
+
+
+def _videos_field(obj: object, where: str, error: type[ValueError] = MevisFormatError) -> dict[str, Any]:
+    """The top-level ``{"videos": {VIDEO: ...}}`` object with plain video names."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("videos"), dict):
+        got = obj.get("videos") if isinstance(obj, dict) else obj
+        raise error(f"{where}: field 'videos': expected an object of videos, got {_short(got)}")
+    bad = next((n for n in obj["videos"] if not _plain_name(n)), None)
+    if bad is not None:
+        raise error(f"{where}: videos: bad video name {bad!r}")
+    return obj["videos"]
 
 
 def _parse_meta(obj: object, where: str, needs_ids: bool) -> dict[str, tuple[list[str], dict[str, MevisExpression]]]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("videos"), dict):
-        got = obj.get("videos") if isinstance(obj, dict) else obj
-        raise MevisFormatError(f"{where}: field 'videos': expected an object of videos, got {_short(got)}")
-    out = {}
-    for name, raw in obj["videos"].items():
-        if not name or "/" in name or name in (".", ".."):
-            raise MevisFormatError(f"{where}: videos: bad video name {name!r}")
-        out[name] = _parse_video(raw, f"{where}: videos[{name!r}]", needs_ids)
-    return out
+    return {name: _parse_video(raw, f"{where}: videos[{name!r}]", needs_ids)
+            for name, raw in _videos_field(obj, where).items()}
+
+
+def _plain_name(name: object) -> bool:
+    """A usable file-name component: a non-empty str, not ``.``/``..``, no ``/`` or ``\\``."""
+    return (isinstance(name, str) and bool(name) and name not in (".", "..")
+            and "/" not in name and "\\" not in name)
 
 
 def _short(v: object, limit: int = 80) -> str:
@@ -506,7 +664,7 @@ def _parse_mask_dict(obj: object, where: str) -> dict[int, list]:
         raise MevisFormatError(f"{where}: expected an object anno_id → list of RLE, got {_short(obj)}")
     out: dict[int, list] = {}
     for key, items in obj.items():
-        if not key.isdigit():
+        if not _is_digits(key):
             raise MevisFormatError(f"{where}: key {key!r}: expected an anno_id (digits)")
         if not isinstance(items, list):
             raise MevisFormatError(f"{where}[{key!r}]: expected a list (one RLE or null per frame), got {_short(items)}")
@@ -591,11 +749,22 @@ class MevisSplit:
             KeyError: unknown video. IndexError: index out of range.
             FileNotFoundError: the JPEG is missing. MevisFormatError: the JPEG cannot be decoded.
         """
+        rel = self._frame_rel(video, index)
+        return _decode_jpeg(self._store.read(rel), self._store.describe(rel))
+
+    def frame_bytes(self, video: str, index: int) -> bytes:
+        """The encoded JPEG of frame ``index`` of ``video``, exactly as stored (for lossless copies).
+
+        Raises:
+            KeyError: unknown video. IndexError: index out of range. FileNotFoundError: the JPEG is missing.
+        """
+        return self._store.read(self._frame_rel(video, index))
+
+    def _frame_rel(self, video: str, index: int) -> str:
         names = self._video(video)[0]
         if not 0 <= index < len(names):
             raise IndexError(f"video {video!r}: frame index {index} out of range 0..{len(names) - 1}")
-        rel = f"{FRAMES_DIR}/{video}/{names[index]}.jpg"
-        return _decode_jpeg(self._store.read(rel), self._store.describe(rel))
+        return f"{FRAMES_DIR}/{video}/{names[index]}.jpg"
 
     def frame_size(self, video: str) -> tuple[int, int]:
         """``(H, W)`` of ``video``: from its first JPEG when present, else from its first non-null RLE.
@@ -607,8 +776,9 @@ class MevisSplit:
             return self._sizes[video]
         names, exps = self._video(video)
         size: tuple[int, int] | None = None
-        if names and self._store.exists(f"{FRAMES_DIR}/{video}/{names[0]}.jpg"):
-            size = tuple(self.frame(video, 0).shape[:2])  # type: ignore[assignment]
+        first = f"{FRAMES_DIR}/{video}/{names[0]}.jpg" if names else ""
+        if names and self._store.exists(first):
+            size = _jpeg_size(self._store.read(first), self._store.describe(first), MevisFormatError)
         else:
             for e in exps.values():
                 for anno in e.anno_id:
@@ -637,28 +807,50 @@ class MevisSplit:
             KeyError: unknown anno_id.
             MevisFormatError: an RLE does not decode or its size differs from the video's frame size.
         """
+        n = len(self._object_rles(anno_id))
+        return [self.object_mask(anno_id, i) for i in range(n)]
+
+    def object_mask(self, anno_id: int, index: int) -> np.ndarray | None:
+        """Mask of one object on frame ``index``: ``(H, W)`` bool, or ``None`` where absent (``null``).
+
+        Decodes a single RLE (use it instead of :meth:`object_masks` to keep memory per frame).
+
+        Raises:
+            FileNotFoundError, KeyError, MevisFormatError: as :meth:`object_masks`.
+            IndexError: ``index`` outside the object's frame list.
+        """
         from rvos_core.masks import rle_to_mask
 
+        rles = self._object_rles(anno_id)
+        anno = int(anno_id)
+        if not 0 <= index < len(rles):
+            raise IndexError(f"anno_id {anno}: frame index {index} out of range 0..{len(rles) - 1}")
+        rle = rles[index]
+        if rle is None:
+            return None
+        video = self._anno_video.get(anno)
+        expected = self.frame_size(video) if video is not None else None
+        where = f"{self._store.describe(MASK_FILE)}[{str(anno)!r}][{index}]"
+        if expected is not None and tuple(rle["size"]) != expected:
+            raise MevisFormatError(f"{where}.size: {rle['size']}, expected the frame size "
+                                   f"{list(expected)} of video {video!r}")
+        try:
+            return rle_to_mask(rle, expected_size=expected)
+        except (ValueError, TypeError) as e:
+            raise MevisFormatError(f"{where}: cannot decode RLE ({e})") from None
+
+    def _object_rles(self, anno_id: int) -> list:
         self._require_masks()
         anno = int(anno_id)
         if anno not in self._mask_dict:
             raise KeyError(f"anno_id {anno} is not in {self._store.describe(MASK_FILE)}")
-        video = self._anno_video.get(anno)
-        expected = self.frame_size(video) if video is not None else None
-        out: list[np.ndarray | None] = []
-        for i, rle in enumerate(self._mask_dict[anno]):
-            if rle is None:
-                out.append(None)
-                continue
-            where = f"{self._store.describe(MASK_FILE)}[{str(anno)!r}][{i}]"
-            if expected is not None and tuple(rle["size"]) != expected:
-                raise MevisFormatError(f"{where}.size: {rle['size']}, expected the frame size "
-                                       f"{list(expected)} of video {video!r}")
-            try:
-                out.append(rle_to_mask(rle, expected_size=expected))
-            except (ValueError, TypeError) as e:
-                raise MevisFormatError(f"{where}: cannot decode RLE ({e})") from None
-        return out
+        return self._mask_dict[anno]
+
+    @property
+    def anno_ids(self) -> list[int]:
+        """Every anno_id in ``mask_dict.json``, ascending (also those no expression refers to);
+        empty when the split has no masks."""
+        return sorted(self._mask_dict)
 
     def expression_masks(self, video: str, exp_id: str) -> np.ndarray:
         """Ground truth of one expression: ``(T, H, W)`` bool, the union of its objects' masks per
@@ -693,17 +885,26 @@ def read_mevis_split(path: str | os.PathLike) -> MevisSplit:
         MevisFormatError: malformed JSON or fields; the message names the file, the field and the value.
     """
     p = Path(path)
+    store = _open_store(p, (META_FILE,), MevisFormatError)
+    try:
+        return MevisSplit(p, store)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _open_store(p: Path, markers: Sequence[str], error: type[ValueError]) -> _FolderStore | _ZipStore:
+    """A folder or a zip of a split (see :class:`_ZipStore` for ``markers``).
+
+    Raises:
+        FileNotFoundError: ``p`` does not exist. error: a file that is not a zip, or an unsafe zip.
+    """
     if p.is_dir():
-        return MevisSplit(p, _FolderStore(p))
+        return _FolderStore(p)
     if p.is_file():
         if not zipfile.is_zipfile(p):
-            raise MevisFormatError(f"{p}: expected a split folder or a .zip file")
-        store = _ZipStore(p)
-        try:
-            return MevisSplit(p, store)
-        except BaseException:
-            store.close()
-            raise
+            raise error(f"{p}: expected a split folder or a .zip file")
+        return _ZipStore(p, markers, error)
     raise FileNotFoundError(f"{p}: no such split folder or zip")
 
 
@@ -745,3 +946,4 @@ def write_prediction_pngs(out_dir: str | os.PathLike, video: str, exp_id: str, m
         write_mask_png(path, m != 0)
         paths.append(path)
     return paths
+

@@ -48,6 +48,7 @@ class TrainOptions:
     jpeg_prob: float = 0.5
     amp: bool = False
     compile: bool = False
+    init_from: str = ""  # warm start: a clip-rvos checkpoint whose weights seed a new run (see load_warm_start)
     time_budget_min: float = 0.0  # > 0: stop after this much training wall time; the LR schedule follows time
 
 
@@ -75,9 +76,10 @@ def synthetic_samples(seed: int, num_frames: int, size: int, jpeg_prob: float) -
         yield frames, e.text, masks
 
 
-def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int) -> Iterator[Sample]:
+def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int, with_flow: bool = False) -> Iterator[Sample]:
     """Infinite stream of samples from a MeViS-layout split: a random (video, expression), T frames
-    sampled globally (one uniformly random frame per segment, seed 003), resized to ``size × size``."""
+    sampled globally (one uniformly random frame per segment, seed 003), resized to ``size × size``;
+    ``with_flow`` adds each frame's optical flow to its video successor (:mod:`rvos_core.engines.motion`)."""
     import cv2
 
     from rvos_core.formats.mevis import read_mevis_split
@@ -103,23 +105,40 @@ def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int) -> Iter
                                      (size, size), interpolation=cv2.INTER_NEAREST).astype(bool) for i in idx])
             objs.append(m)
         masks = np.stack(objs) if objs else np.zeros((0, num_frames, size, size), dtype=bool)
-        yield frames, exp.exp, masks
+        if not with_flow:
+            yield frames, exp.exp, masks
+            continue
+        from rvos_core.engines.motion import FLOW_SCALE, flow_field, successor_pairs
+
+        def small(i: int) -> np.ndarray:
+            return cv2.resize(split.frame(video, i), (size, size), interpolation=cv2.INTER_AREA)
+
+        flow = np.stack([flow_field(small(a), small(b)) for a, b in successor_pairs(idx, n)]) / FLOW_SCALE
+        yield frames, exp.exp, masks, flow
 
 
-def collate(samples: list[Sample], cfg, tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """Samples → frames ``(B, T, 3, S, S)``, tokens ``(B, L)``, per-sample targets ``(K, T, S/4, S/4)`` float (area-pooled)."""
-    x = torch.stack([to_tensor(f, cfg) for f, _, _ in samples])
-    tok = tokenizer([t for _, t, _ in samples])
+def collate(samples: list[Sample], cfg, tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+    """Samples → frames ``(B, T, 3, S, S)``, tokens ``(B, L)``, per-sample targets ``(K, T, S/4, S/4)`` float
+    (area-pooled), and for ``motion_input`` configs the flow ``(B, T, 2, S, S)`` (else None). A sample may carry
+    its flow ``(T, 2, S, S)`` as a 4th element (globally sampled frames); otherwise its frames are consecutive."""
+    x = torch.stack([to_tensor(s[0], cfg) for s in samples])
+    tok = tokenizer([s[1] for s in samples])
+    flow = None
+    if cfg.motion_input:
+        from rvos_core.engines.motion import clip_flow
+
+        flow = torch.stack([torch.from_numpy(s[3] if len(s) > 3 else clip_flow(s[0])) for s in samples])
     h4, w4 = x.shape[-2] // 4, x.shape[-1] // 4
     targets = []
-    for _, _, m in samples:
+    for s in samples:
+        m = s[2]
         mt = torch.from_numpy(np.ascontiguousarray(m)).float()
         if mt.shape[0]:
             mt = F.interpolate(mt, size=(h4, w4), mode="area")
         else:
             mt = torch.zeros((0, x.shape[1], h4, w4))
         targets.append(mt)
-    return x, tok, targets
+    return x, tok, targets, flow
 
 
 def lr_at(step: int, opts: TrainOptions, elapsed_s: float = 0.0) -> float:
@@ -160,13 +179,16 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
             optim.load_state_dict(ck["optimizer"])
         start_step = int(ck["train_info"].get("step", 0))
         elapsed = float(ck["train_info"].get("wall_seconds", 0.0))
+    elif opts.init_from:
+        load_warm_start(net, opts.init_from)
     net.to(device).train()
     model = torch.compile(net) if (opts.compile and device.type == "cuda") else net
     tokenizer = make_tokenizer(cfg)
     if opts.data == "synthetic":
         stream = synthetic_samples(opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size, opts.jpeg_prob)
     else:
-        stream = mevis_samples(opts.data, opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size)
+        stream = mevis_samples(opts.data, opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size,
+                               with_flow=cfg.motion_input)
     weights = LossWeights()
     log = (out / "metrics.jsonl").open("a")
     bar = tqdm(range(start_step, opts.steps), initial=start_step, total=opts.steps, disable=not progress, desc="train")
@@ -174,15 +196,16 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
     running: dict[str, float] = {}
     for step in bar:
         samples = [next(stream) for _ in range(opts.batch_size)]
-        x, tok, targets = collate(samples, cfg, tokenizer)
+        x, tok, targets, flow = collate(samples, cfg, tokenizer)
         x, tok = x.to(device), tok.to(device)
+        flow = flow.to(device) if flow is not None else None
         targets = [t.to(device) for t in targets]
         now_elapsed = elapsed + (time.perf_counter() - t_last)
         lr = lr_at(step, opts, now_elapsed)
         for g in optim.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp):
-            outp = model(x, tok)
+            outp = model(x, tok, flow)
         outp = _to_float(outp)
         losses = model_loss(outp, targets, weights)
         optim.zero_grad(set_to_none=True)
@@ -213,6 +236,33 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
     ck = read_checkpoint(last)
     net.eval()
     return save_checkpoint(net, out / "final.pt", ck["train_info"], half=True)
+
+
+def load_warm_start(net: torch.nn.Module, path: str | Path) -> list[str]:
+    """Seed ``net`` with the weights of an earlier clip-rvos checkpoint (a second training stage).
+
+    Every tensor of the checkpoint must exist in ``net`` with the same shape; parameters of ``net`` that the
+    checkpoint lacks keep their initialisation — modules added for a second stage are zero-initialised
+    residuals (``st_extra``, ``motion_fusion``), so the warm-started network computes exactly what the old
+    one did until training moves them.
+
+    Returns:
+        The names of the parameters that were not in the checkpoint.
+
+    Raises:
+        CheckpointError: a checkpoint tensor has no counterpart in ``net`` or a different shape (names them).
+    """
+    from rvos_core.engines.clip_rvos import CheckpointError
+
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in read_checkpoint(path)["state_dict"].items()}
+    own = net.state_dict()
+    unexpected = sorted(k for k in sd if k not in own)
+    bad_shape = sorted(k for k in sd if k in own and own[k].shape != sd[k].shape)
+    if unexpected or bad_shape:
+        raise CheckpointError(f"{path}: cannot warm-start this config — unexpected {unexpected[:5]} "
+                              f"({len(unexpected)} total), shape mismatch {bad_shape[:5]}")
+    net.load_state_dict(sd, strict=False)
+    return sorted(k for k in own if k not in sd)
 
 
 def _to_float(o: Any) -> Any:
