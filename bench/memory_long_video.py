@@ -43,19 +43,20 @@ Usage: python bench/memory_long_video.py [--workdir DIR] [--minutes 10] [--fps 3
 Prints one table per clip and a summary against the issue's targets (peak RSS ≤ 2 GB, display p95
 ≤ 200 ms).
 
-Measured on the 2-core dev machine (load average 3.4–4.0 while measuring; defaults: 10 min, 18 000
-frames at 1920×1080, libx264 veryfast crf 20; the two clips took 808 s to generate together, 206 MB /
-2.75 Mbit/s with -g 250 and 593 MB / 7.9 Mbit/s with -g 30):
+Measured on the 2-core dev machine (defaults: 10 min, 18 000 frames at 1920×1080, libx264 veryfast
+crf 20; both clips generated together in 808 s at load 3.5–14: 206 MB / 2.75 Mbit/s with -g 250,
+593 MB / 7.9 Mbit/s with -g 30). Two runs, at load average ~4 (training run active) / ~1 (idle):
 
-* peak RSS: 772 MB (-g 250) and 933 MB (-g 30). Before ``rvos_core.video`` reset decord after every
-  read, both runs passed 6 GB and were stopped (VmHWM 4.9 / 3.4 GB after the scrub): decord 0.6's
-  decoder thread keeps decoding ahead into RGB frames (dmlc/decord#157).
-* random-frame display, p50 / p95: ``Workbench.show`` 354 / 592 ms (-g 250) and 142 / 252 ms (-g 30),
-  almost all decoding from the keyframe; the PNG encode adds 614 / 798 and 687 / 857 ms, so display
-  p95 is 1251 and 1063 ms against the 200 ms target. JPEG q90 would take 10–13 ms (p50) instead of
-  630–700 ms for PNG (WebP 258–309 ms).
-* one GrabCut click (refine + store + render): p50 813 / 1152 ms; IoU with the shape 0.25 (one click,
-  default box: GrabCut takes in much of the textured background).
+* peak RSS (VmHWM): 772 / 756 MB (-g 250) and 933 / 933 MB (-g 30). Before ``rvos_core.video`` reset
+  decord after each read, both clips passed 6 GB and were stopped (VmHWM 4.9 / 3.4 GB after the
+  scrub): decord 0.6's decoder thread keeps decoding ahead into RGB frames (dmlc/decord#157).
+* random-frame ``Workbench.show`` p50 / p95: -g 250: 354 / 592 ms (load 4), 245 / 403 ms (load 1);
+  -g 30: 142 / 252 ms, 83 / 148 ms — nearly all of it decoding from the keyframe before the frame.
+* the PNG encode of the app (``gr.Image(format="png")``) adds 380–700 ms p50 (3 MB per frame), so
+  display p95 is 807–1251 ms (-g 250) and 546–1063 ms (-g 30) against the 200 ms target. JPEG q90
+  takes 6–13 ms (635 KB), WebP (Gradio's default) 158–309 ms.
+* one GrabCut click (refine + store + render): p50 464–1152 ms; IoU with the shape 0.25 (a single
+  click and GrabCut's default box take in much of the textured background).
 """
 
 from __future__ import annotations

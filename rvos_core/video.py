@@ -9,8 +9,9 @@ file stems are kept (so predictions can be written back under the dataset's own 
 
 Decoding and memory. A frame of a video file is decoded starting from the keyframe before it, so a
 random read costs up to one keyframe interval of decoding. Measured with ``bench/memory_long_video.py``
-(1920×1080, 30 fps, shared 2-core dev machine at load ~4): x264's default interval of 250 frames gives
-0.35 s median / 0.59 s p95 per random frame; a camera-like interval of 30 frames (1 s) 0.14 / 0.25 s.
+(1920×1080, 30 fps, 2-core dev machine at load ~1 / ~4): x264's default interval of 250 frames gives
+0.25 / 0.35 s median and 0.40 / 0.59 s p95 per random frame; a camera-like interval of 30 frames (1 s)
+0.08 / 0.14 s median and 0.15 / 0.25 s p95.
 For clips with long intervals (see :attr:`VideoSource.keyframe_indices`), re-encoding with a short
 one, e.g. ``ffmpeg -i in.mp4 -c:v libx264 -g 15 -crf 18 out.mp4``, makes random access faster.
 
@@ -23,9 +24,9 @@ the reader to frame 0 (``seek(0)``: empties its queues, decodes nothing), unless
 after the frame read last is at most 128 MB of RGB frames (about 100 frames at 854×480, 20 at 1080p):
 short clips are never reset, and reading forwards continues where decoding stopped. A reset reader
 starts again from a keyframe, so nearby frames are decoded in *runs*, one seek per run: a cache miss
-up to 32 frames after the frame read last decodes it and the frames after it (4, then 8, 16, 32 on
-further such misses; at most 256 MB and never more than the cache holds), a miss up to 32 frames
-before it decodes it and the frames before it back to their keyframe (same bounds), and
+d = 1 … 32 frames after the frame read last decodes it and the frames d, 2d, … after it (4 frames,
+then 8, 16, 32 on further such misses; at most 256 MB and never more than the cache holds), a miss up
+to 32 frames before it decodes it and the frames before it back to their keyframe (same bounds), and
 :meth:`VideoSource.iter_frames` reads 32-frame runs. A miss further away decodes one frame.
 
 Nothing happens at import time; decord and imageio are imported when first needed.
@@ -151,13 +152,12 @@ class _FileBackend:
     frame, or at most the rest of a short file; see the module docstring.
     """
 
-    prefers_runs = True  # a run of consecutive frames costs one seek
+    prefers_runs = True  # a run of nearby frames decoded in one pass costs one seek
 
     def __init__(self, path: Path) -> None:
         import decord  # imported lazily: nothing at import time
 
         self.path = path
-        self.padded_rows = False
         self.position = 0  # the frame decord's reader returns next without seeking
         self.frame_bytes = 0  # bytes of one decoded RGB frame (known after the first decode)
         try:
@@ -180,23 +180,9 @@ class _FileBackend:
         self.height, self.width = self.frame0.shape[:2]
 
     def read_many(self, indices: list[int]) -> list[np.ndarray]:
-        """Frames at ``indices`` (sorted, unique), each its own array; a consecutive run costs one seek."""
-        consecutive = indices[-1] - indices[0] == len(indices) - 1
-        if consecutive or self.padded_rows:  # decord's get_batch fails on padded rows
-            return self._read_each(indices)
-        try:
-            batch = _to_numpy(self.reader.get_batch(indices))
-        except Exception as exc:
-            self._drop_backlog(force=True)
-            if not _is_eof_race(exc):
-                raise VideoError(f"{self.path}: cannot decode frames {indices[:8]} ({_first_line(exc)})") from None
-            return self._read_each(indices)
-        self.position = indices[-1] + 1
-        self._drop_backlog()
-        # copies: a cached view would keep the whole batch array alive
-        return [_as_rgb(batch[k].copy(), f"{self.path} frame {i}") for k, i in enumerate(indices)]
-
-    def _read_each(self, indices: list[int]) -> list[np.ndarray]:
+        """Frames at ``indices`` (ascending), each its own array, in one pass: decord continues forwards
+        within a keyframe interval and seeks only to a later one (its ``get_batch`` does the same but
+        needs a second, batch-sized copy, and fails on padded rows)."""
         try:
             frames = [self._decode(i) for i in indices]
         except BaseException:
@@ -209,7 +195,6 @@ class _FileBackend:
         frame = self._fetch(index)
         self.position = index + 1
         if frame.ndim == 3 and frame.shape[2] > 3:
-            self.padded_rows = True
             frame = _unpad_rows(frame)
         frame = _as_rgb(frame, f"{self.path} frame {index}")
         self.frame_bytes = frame.nbytes
@@ -354,17 +339,19 @@ class VideoSource:
 
     Opening reads metadata only (plus frame 0 for a video file, whose size decord reports only by
     decoding it; a frame folder's size comes from frame 0's header). Frames are decoded on demand
-    and kept in a bounded LRU cache of ``cache_size`` frames (0 disables caching). Reading the frame
-    after (or before) the one read last decodes a run of consecutive frames into the cache at once,
-    as long as the cache can hold them (see the module docstring): sequential reading costs one seek
-    per run, not one per frame. Between calls, no decoded frame is held outside the cache.
+    and kept in a bounded LRU cache of ``cache_size`` frames (0 disables caching). A cache miss near
+    the frame read last decodes a run of nearby frames into the cache at once, as far as the cache
+    can hold them (see the module docstring): sequential reading costs one seek per run, not one per
+    frame. Between calls, no decoded frame is held outside the cache, except that decord may decode
+    ahead up to the end of a short file (at most 128 MB of frames).
 
     Args:
         path: a video file (``.mp4 .webm .avi .mov .mkv``) or a folder of ``.jpg/.jpeg/.png`` frames
             (natural sort; other files and hidden files are ignored).
         cache_size: maximum number of decoded frames kept in memory (int ≥ 0). Each 854×480 frame
-            is 1.2 MB, each 1920×1080 frame 6.2 MB. It also bounds the runs of consecutive frames
-            decoded at once: with 0 or 1, sequential reading of a video file seeks for every frame.
+            is 1.2 MB, each 1920×1080 frame 6.2 MB. It also bounds the runs of frames decoded at
+            once: with 0 or 1, sequential reading of a long video file seeks for every frame
+            (:meth:`iter_frames` still reads runs).
         fps: frames per second. For a folder: this value, default 24.0. For a video file: overrides
             the container's rate when given; if the container has no usable rate, 24.0.
 
@@ -551,18 +538,18 @@ class VideoSource:
 
     def _read_miss(self, index: int) -> np.ndarray:
         """Decode ``index`` (with the run planned around it) and cache what was decoded."""
-        start, count = self._plan_run(index)
+        run = self._plan_run(index)
         with self._read_lock:
-            frames = self._require_open().read_many(list(range(start, start + count)))
-        for k, frame in enumerate(frames):
-            self._cache_put(start + k, frame)
-        return frames[index - start]
+            frames = self._require_open().read_many(run)
+        for i, frame in zip(run, frames):
+            self._cache_put(i, frame)
+        return frames[run.index(index)]
 
-    def _plan_run(self, index: int) -> tuple[int, int]:
-        """``(start, count)`` of the frames to decode for a cache miss at ``index``.
+    def _plan_run(self, index: int) -> list[int]:
+        """The frames to decode (ascending, one pass) for a cache miss at ``index``.
 
-        A miss a little after the frame read last (up to 32 frames: a slider dragged forwards, a
-        loop over the frames) decodes ``index`` and the frames after it; a miss a little before it
+        A miss ``d`` = 1 … 32 frames after the frame read last (a loop over the frames, a slider
+        dragged forwards) decodes ``index, index + d, index + 2d, …``; a miss a little before it
         decodes the frames before ``index``, back to its keyframe at most, and ``index``. The run
         doubles on each such miss in a row (from 4 up to :meth:`_run_cap`, never more than the cache
         holds); any other miss decodes ``index`` alone.
@@ -573,13 +560,12 @@ class VideoSource:
             near = last is not None and 0 < abs(index - last) <= _MAX_RUN_FRAMES
             if not (near and limit > 1 and self._require_open().prefers_runs):
                 self._run_length = 0
-                return index, 1
+                return [index]
             self._run_length = run = min(max(2 * self._run_length, _FIRST_RUN_FRAMES), limit)
         if index > last:
-            return index, min(run, len(self) - index)
+            return list(range(index, len(self), index - last))[:run]
         keyframe = self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]  # last one ≤ index
-        start = max(keyframe, index - run + 1)
-        return start, index - start + 1
+        return list(range(max(keyframe, index - run + 1), index + 1))
 
     def _run_cap(self) -> int:
         """Longest run of consecutive frames decoded at once: 32 frames and at most 256 MB."""
