@@ -18,21 +18,28 @@ decoder + mask up-sampling ("decoder" figures). Empty ``--hq-sam`` skips it.
 
 Prints the load average before and after: on a shared machine the wall-clock figures depend on it.
 
-Measured on the 2-core dev machine shared with a training run (load average 3.8 → 5.6), GrabCut with its
-early-stopping iterations, 20 clicks per frame, clip budget 100 (about 8 minutes in all):
+Measured on the 2-core dev machine (load average 2.0–3.2), GrabCut, 20 clicks per frame, clip budget 100, after
+the 2026-11-21 refiner changes (seeded first click, local corrections from the 3rd click, Lab colour; see
+``rvos_core/refiners/grabcut.py``), with the earlier figures (load 3.0–3.1, same machine, back to back) for comparison:
 
-    clip                 frames NoC@85 NoC@90  J@1   J@2   J@3   J@4   J@5  clip clicks  wall p50  p95  CPU p50  p95
-    davis2016_blackswan      50   5.68   6.92 0.397 0.481 0.597 0.713 0.803        9       156   759      84   437
-    davis2016_bmx-trees      60  20.00  20.00 0.276 0.299 0.326 0.362 0.387  100 budget!    90   565      57   393
-    all frames              110  13.49  14.05 0.331 0.382 0.449 0.522 0.576               122   676      79   423
+    clip                 frames NoC@85 NoC@90  J@1   J@5   J@20  clip clicks      click wall / CPU p50 (p95) ms
+    davis2016_blackswan      50   2.40   3.54 0.738 0.926 0.957        2
+    davis2016_bmx-trees      60  20.00  20.00 0.337 0.509 0.675  100 budget!
+    all frames              110  12.0                                               43 / 42 (89 / 87)
+    before: blackswan        50   5.68   6.92 0.397 0.803 0.950        9
+    before: bmx-trees        60  20.00  20.00 0.276 0.387 0.654  100 budget!
+    before: all frames      110  13.49  14.05                                       78 / 77 (408 / 402)
 
-blackswan's whole clip: 6 clicks on frame 0, then one each on frames 48, 2 and 45 (final J ≥ 0.866 on every
-frame). bmx-trees never reaches J 0.85 with GrabCut (mean J after 20 clicks 0.66: the thin bicycle frame and
-wheels); the whole-clip run spent its budget on frames 0, 18, 1, 25, 19.
+bmx-trees never reaches J 0.85 with GrabCut: even from the ground-truth mask with a 3 px uncertain band GrabCut
+returns J 0.74–0.81 (motion-blurred outline, thin wheel rings); a different segmenter (HQ-SAM with real weights)
+is needed there.
 HQ-SAM, random init, 1 torch thread, blackswan frames 0–2, 60 clicks each: vit_tiny encoder 1.7 s, click
 (decoder) CPU p50 195 ms, p95 251 ms; vit_b encoder 25 s, click CPU p50 191 ms, p95 234 ms (wall p50 269 ms).
-Of each click, 73 ms (vit_tiny) / 105 ms (vit_b) go to the HQ features that depend on the image only
-(``embedding_encoder`` + ``compress_vit_feat`` of the HQ decoder), recomputed on every click.
+Of each click, 73 ms (vit_tiny) / 105 ms (vit_b) went to the HQ features that depend on the image only
+(``embedding_encoder`` + ``compress_vit_feat`` of the HQ decoder), then recomputed on every click; they are now
+cached with the embedding, and the decoder runs on the frame's rows only (``bench/hq_sam_decoder.py``: click CPU
+p50 31–37 ms for vit_tiny and vit_b; this script after the change, vit_tiny, 2 frames × 20 robot clicks at load
+5.7: click CPU p50 54 ms, p95 70 ms, wall p50 55 ms, 0 HQ-feature recomputations).
 With 2 torch threads on this busy machine the decoder took ~1.3–1.6 s (the OpenMP threads wait for each other).
 """
 
@@ -146,8 +153,8 @@ def run_hq_sam(args: argparse.Namespace) -> None:
         print(f"  hq_sam:{model_type:<9} encoder (first call on a frame) {np.median(encoder_ms):7.0f} ms;  "
               "decoder wall p50 {:.1f} ms p95 {:.1f} ms;  CPU p50 {:.1f} ms p95 {:.1f} ms  ({} clicks)".format(
                   *percentiles(decoder_wall), *percentiles(decoder_cpu), len(decoder_wall)))
-        print(f"    of which the image-only HQ features (embedding_encoder + compress_vit_feat, recomputed on every "
-              f"click): p50 {np.median(hq_features_ms):.1f} ms", flush=True)
+        print(f"    image-only HQ features (embedding_encoder + compress_vit_feat) run {len(hq_features_ms)} times "
+              f"during the {len(decoder_wall)} clicks (cached per frame since 2026-11-21)", flush=True)
 
 
 def time_modules(parent, names: tuple[str, ...]) -> list[float]:

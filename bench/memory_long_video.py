@@ -22,8 +22,8 @@ Usage: python bench/memory_long_video.py [--workdir DIR] [--minutes 10] [--fps 3
      again after the drag; RSS before and after is reported;
    * *scrub*: ``--scrub`` random frames (fixed ``--seed``); display = ``Workbench.show`` (what the
      slider's ``show_frame`` handler runs: ``VideoSource.get_frame`` + ``AnnotationSession.render``,
-     full size, no downscaling) + the PNG encode Gradio does for ``gr.Image(format="png")``
-     (``PIL.Image.save(…, "png")`` as in ``gradio.processing_utils.encode_pil_to_bytes``, + sha256 of
+     full size, no downscaling) + the JPEG encode Gradio does for the app's ``gr.Image(format="jpeg")``
+     (``PIL.Image.save(…, "jpeg")`` as in ``gradio.processing_utils.encode_pil_to_bytes``, + sha256 of
      the bytes as ``save_pil_to_cache``); "show CPU" is the process CPU time of ``Workbench.show``
      (all threads), i.e. roughly its cost on an unloaded core;
    * *drag*: the slider dragged one frame at a time, ``--steps`` frames backwards from a random frame,
@@ -347,17 +347,16 @@ def _idle(seconds: float) -> dict[str, float]:
     return {"seconds": seconds, "rss_before_mb": before, "rss_after_mb": _proc_status_kb("VmRSS") / 1024}
 
 
-def encode_png_like_gradio(image: np.ndarray) -> int:
-    """PNG-encode as Gradio 6 does for ``gr.Image(type="numpy", format="png")``; returns the byte count.
+def encode_like_gradio(image: np.ndarray) -> int:
+    """Encode as Gradio 6 does for the app's ``gr.Image(type="numpy", format="jpeg")``; returns the byte count.
 
-    As ``gradio.processing_utils.save_img_array_to_cache``: ``PIL.Image.save(…, "png", pnginfo=…)``
-    into memory, then a sha256 of the bytes names the cache file.
+    As ``gradio.processing_utils.save_img_array_to_cache``: ``PIL.Image.save(…, "jpeg")`` with PIL's
+    default quality (75) into memory, then a sha256 of the bytes names the cache file.
     """
     from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "png", pnginfo=PngInfo())
+    Image.fromarray(image).save(buf, "jpeg")
     data = buf.getvalue()
     hashlib.sha256(data).hexdigest()
     return len(data)
@@ -380,9 +379,10 @@ def _fit_width(image: np.ndarray, width: int) -> np.ndarray:
 
 #: Encodings the app could send instead of PNG (``gr.Image(format=…)``, or a display-size copy first).
 ENCODE_OPTIONS: dict[str, Any] = {
-    "png (app: format='png')": lambda im: _pil_bytes(im, "png"),
+    "png (app before 2026-11-21)": lambda im: _pil_bytes(im, "png"),
     "png compress_level=1": lambda im: _pil_bytes(im, "png", compress_level=1),
     "webp (Gradio default)": lambda im: _pil_bytes(im, "webp"),
+    "jpeg q75 (app: format='jpeg')": lambda im: _pil_bytes(im, "jpeg"),
     "jpeg q90": lambda im: _pil_bytes(im, "jpeg", quality=90),
     "1280 px wide + jpeg q90": lambda im: _pil_bytes(_fit_width(im, 1280), "jpeg", quality=90),
 }
@@ -418,10 +418,10 @@ def _display(wb: Any, sid: str, frame: int, timer: _TimedVideo) -> dict[str, Any
     c0, t0 = time.process_time(), time.perf_counter()
     view = wb.show(sid, frame)
     c1, t1 = time.process_time(), time.perf_counter()
-    png_bytes = encode_png_like_gradio(view.image)
+    enc_bytes = encode_like_gradio(view.image)
     t2 = time.perf_counter()
     return {"frame": frame, "decode_ms": timer.last_ms, "show_ms": (t1 - t0) * 1000, "show_cpu_ms": (c1 - c0) * 1000,
-            "png_ms": (t2 - t1) * 1000, "display_ms": (t2 - t0) * 1000, "png_bytes": png_bytes,
+            "encode_ms": (t2 - t1) * 1000, "display_ms": (t2 - t0) * 1000, "encode_bytes": enc_bytes,
             "index_ok": read_frame_index(view.image) == frame}
 
 
@@ -514,10 +514,10 @@ def print_report(info: dict[str, Any], res: dict[str, Any]) -> None:
           f"(load {info['load_during'][0][0]:.1f} → {info['load_during'][1][0]:.1f})")
     print(f"load average (1 min) during measurement: {res['load'][0][0]:.1f} → {res['load'][1][0]:.1f} "
           f"on {res['cpus']} CPUs; open {res['open_s'] * 1000:.0f} ms; cache {res['cache']}")
-    print(f"{'ms (p50 / p95 / max)':24} {'decode':>23} {'show':>23} {'show CPU':>23} {'png':>23} {'display':>23}")
+    print(f"{'ms (p50 / p95 / max)':24} {'decode':>23} {'show':>23} {'show CPU':>23} {'encode':>23} {'display':>23}")
     for label, rows in (("scrub random", res["scrub"]), ("drag backwards", res["steps_back"]),
                         ("drag forwards", res["steps_fwd"]), ("annotated frames", res["annotate"])):
-        cols = "  ".join(_fmt(rows, k) for k in ("decode_ms", "show_ms", "show_cpu_ms", "png_ms", "display_ms"))
+        cols = "  ".join(_fmt(rows, k) for k in ("decode_ms", "show_ms", "show_cpu_ms", "encode_ms", "display_ms"))
         print(f"{label + f' (n={len(rows)})':24} {cols}")
     shown = res["scrub"] + res["steps_back"] + res["steps_fwd"] + res["annotate"]
     bad = [r["frame"] for r in shown if not r["index_ok"]]

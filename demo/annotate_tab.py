@@ -281,7 +281,7 @@ def build_annotate_tab(app: gr.Blocks, wb: Workbench, expression: str, model_eve
                 clip_info = gr.Markdown("Loading the sample clip…", label="Clip", elem_id="rvos-clip-info")
                 upload = gr.UploadButton("Open clip…", file_types=list(CLIP_EXTENSIONS), size="sm",
                                          scale=0, min_width=120, elem_id="rvos-upload")
-            image = gr.Image(type="numpy", format="png", interactive=False, label="Overlay", show_label=False,
+            image = gr.Image(type="numpy", format="jpeg", interactive=False, label="Overlay", show_label=False,
                              buttons=["fullscreen"], elem_id="rvos-frame")
             with gr.Row(equal_height=True, elem_classes="rvos-tools"):
                 prev_btn = gr.Button("◀", size="sm", scale=0, min_width=40, elem_id="rvos-prev")

@@ -329,9 +329,9 @@ def build_inspect_tab(app: gr.Blocks, store: SessionStore, workers: int = 1,
         frame_info = gr.Markdown("", elem_id="rvos-inspect-frame-info")
         gr.Markdown(LEGEND, elem_id="rvos-inspect-legend")
     with gr.Row(equal_height=False):
-        image_a = gr.Image(type="numpy", format="png", interactive=False, label="A vs ground truth",
+        image_a = gr.Image(type="numpy", format="jpeg", interactive=False, label="A vs ground truth",
                            buttons=["fullscreen"], elem_id="rvos-inspect-image-a")
-        image_b = gr.Image(type="numpy", format="png", interactive=False, label="B vs ground truth",
+        image_b = gr.Image(type="numpy", format="jpeg", interactive=False, label="B vs ground truth",
                            buttons=["fullscreen"], visible=False, elem_id="rvos-inspect-image-b")
 
     filter_in = [video_dd, words, objects, score_dd, low, high, sort_dd, descending]

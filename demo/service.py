@@ -20,6 +20,13 @@ user at a time, holding a :class:`rvos_core.propagation.CancelToken`. The frames
 token (the library stops before its next frame; a frame being computed is dropped) and commits the
 frames done so far, also as one edit — whichever of the Stop handler and the (cancelled) generator
 gets there first commits, exactly once. A propagation that fails part-way commits nothing.
+
+Engine choice (:meth:`Workbench.set_engine`): each user's Run uses the app's model (default) or
+precomputed predictions (:class:`rvos_core.engines.predictions.PredictionsEngine`: a prediction
+folder / zip on the server or an uploaded zip, plus a ``meta_expressions.json`` when none is
+inside). The choice is per user (kept by the Workbench, keyed by ``session_hash``, closed with the
+workspace); uploads are copied into the user's private folder. Predictions are looked up by the
+open session's video name, so an uploaded clip matches its MeViS folder name.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ MAX_ZIP_BYTES = 2 * 1024**3
 DIRECTIONS = ("forward", "backward", "both")
 #: What "Refine" works on: the shown frame, or every frame where the object has a mask.
 REFINE_SCOPES = ("frame", "all")
+#: What Run uses (per user): the app's model, or precomputed predictions (see :meth:`Workbench.set_engine`).
+ENGINE_KINDS = ("model", "predictions")
+#: Keyframe gap (frames) above which the clip line suggests re-encoding for a fast slider (see rvos_core.video).
+SLOW_SCRUB_GAP = 60
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,9 @@ class Workbench:
         self._refiner_factory = refiner_factory or _default_refiner_factory
         self._refiner = None
         self._refiner_lock = threading.Lock()
+        # session_hash → (that user's PredictionsEngine, the private folder of its uploads)
+        self._predictions: dict[str, tuple[Any, Path]] = {}
+        self._predictions_lock = threading.Lock()
 
     # ---- status lines -------------------------------------------------------------------------
 
@@ -363,19 +377,27 @@ class Workbench:
     # ---- engine -------------------------------------------------------------------------------
 
     def run(self, session_hash: str, expression: str, frame: int, progress: ProgressFn | None = None) -> FrameView:
-        """Segment ``expression`` over the whole clip and add the referred objects to the session.
+        """Segment ``expression`` over the whole clip with this user's engine (:meth:`set_engine`) and add
+        the referred objects to the session.
 
         Raises:
-            ValueError: empty expression or no clip open.
+            ValueError: empty expression or no clip open; with precomputed predictions, a video or
+                expression they do not hold (``PredictionMatchError`` lists close expressions).
             FileNotFoundError: the engine's checkpoint is not installed (registry message).
         """
         expression = _expression_text(expression)
         ws = self._workspace(session_hash)
         with ws.lock:
             video, session = ws.video, ws.session
-        engine = self._engine_factory(self.model)
         t0 = time.perf_counter()
-        result = engine.segment(video, expression, progress=progress)
+        with self._predictions_lock:
+            predictions, _ = self._predictions.get(session_hash, (None, None))
+        if predictions is not None:  # looked up by the session's MeViS video name (uploads keep theirs)
+            engine = predictions
+            result = predictions.segment(video, expression, progress=progress, video_name=session.video_name)
+        else:
+            engine = self._engine_factory(self.model)
+            result = engine.segment(video, expression, progress=progress)
         seconds = time.perf_counter() - t0
         with ws.lock:
             if ws.session is not session:
@@ -388,6 +410,81 @@ class Workbench:
             status += " Nothing was referred; try another wording, or click on the object to add it."
         selected = entry.obj_ids[0] if n else None
         return self._view(ws, frame, status, selected=selected, selected_exp=entry.exp_id)
+
+    def set_engine(self, session_hash: str, kind: str, path: str | Path | None = None,
+                   upload: str | Path | None = None, meta_path: str | Path | None = None,
+                   meta_upload: str | Path | None = None) -> str:
+        """Choose what this user's Run uses: ``"model"`` (the app's engine) or ``"predictions"``.
+
+        Args:
+            kind: one of :data:`ENGINE_KINDS`.
+            path: predictions on the server: a folder or ``.zip`` of ``<video>/<exp_id>/<frame>.png``.
+            upload: an uploaded predictions ``.zip`` (copied into the user's folder; wins over ``path``).
+            meta_path / meta_upload: the split's ``meta_expressions.json`` (server path / upload; the
+                upload wins) when the predictions do not hold one.
+
+        Returns:
+            One status line: the engine now used and, for predictions, what they hold for the open clip.
+
+        Raises:
+            ValueError: unknown kind; no predictions given; a wrong file type; predictions or a meta
+                file the library refuses (its message). FileNotFoundError: a server path that does not exist.
+        """
+        if kind not in ENGINE_KINDS:
+            raise ValueError(f"engine must be one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
+        ws = self.store.get_or_create(session_hash)
+        if kind == "model":
+            self._replace_predictions(session_hash, None)
+            return f"Run uses the model ({self.model})."
+        engine, folder, shown = self._open_predictions(ws, path, upload, meta_path, meta_upload)
+        self._replace_predictions(session_hash, (engine, folder))
+        return f"Run uses precomputed predictions: {shown}. {self._predictions_hint(ws, engine)}"
+
+    def _open_predictions(self, ws: Workspace, path: str | Path | None, upload: str | Path | None,
+                          meta_path: str | Path | None, meta_upload: str | Path | None) -> tuple[Any, Path, str]:
+        """Build a PredictionsEngine from the user's inputs: ``(engine, folder of its uploads, description)``."""
+        from rvos_core.engines.registry import load_predictions_engine
+
+        folder = Path(tempfile.mkdtemp(prefix="predictions-", dir=ws.tmp_dir))
+        try:
+            source = (_uploaded_copy(upload, ".zip", folder, "predictions") if upload
+                      else _server_path(path, "predictions folder or .zip"))
+            meta = (_uploaded_copy(meta_upload, ".json", folder, "meta_expressions.json") if meta_upload
+                    else _server_path(meta_path, "meta_expressions.json") if str(meta_path or "").strip() else None)
+            engine = load_predictions_engine(source, meta_expressions=meta)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        n_exp = sum(len(engine.source.expressions(v)) for v in engine.videos())
+        name = Path(upload).name if upload else str(source)
+        return engine, folder, (f"{name} ({len(engine.videos())} videos, {n_exp} expression folders; "
+                        f"texts from {Path(engine.expressions_from).name})")
+
+    @staticmethod
+    def _predictions_hint(ws: Workspace, engine: Any) -> str:
+        """What the predictions hold for the open clip (or that they do not hold it)."""
+        if ws.session is None:
+            return "Open a clip whose name is one of the predicted videos."
+        name = ws.session.video_name
+        if name not in engine.videos():
+            return (f"The open clip {name!r} is not in them; open one of: "
+                    f"{', '.join(repr(v) for v in engine.videos()[:5])}{', …' if len(engine.videos()) > 5 else ''}.")
+        texts = [t for e, t in engine.expressions(name).items() if e in set(engine.source.expressions(name))]
+        return (f"The open clip {name!r} has {len(texts)} predicted expressions, e.g. "
+                f"{', '.join(f'“{t}”' for t in texts[:3])}: type one and press Run.")
+
+    def _replace_predictions(self, session_hash: str, entry: tuple[Any, Path] | None) -> None:
+        """Set (or with None drop) this user's ``(predictions engine, uploads folder)``, closing the
+        previous one and deleting its uploads; entries of users whose workspace is gone are dropped too."""
+        with self._predictions_lock:
+            old = [self._predictions.pop(session_hash, None)]
+            old += [self._predictions.pop(k) for k in list(self._predictions) if k not in self.store]
+            if entry is not None:
+                self._predictions[session_hash] = entry
+        for item in old:
+            if item is not None:
+                item[0].close()
+                shutil.rmtree(item[1], ignore_errors=True)
 
     # ---- viewing ------------------------------------------------------------------------------
 
@@ -787,8 +884,9 @@ class Workbench:
             shutil.rmtree(folder, ignore_errors=True)
 
     def close(self, session_hash: str) -> None:
-        """Free this user's workspace (tab closed); a running propagation is cancelled."""
+        """Free this user's workspace (tab closed); a running propagation is cancelled, predictions closed."""
         self.store.drop(session_hash)
+        self._replace_predictions(session_hash, None)
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -866,6 +964,12 @@ class Workbench:
             meta = ws.video.meta
         clip = (f"**{session.video_name}** · {meta.num_frames} frames · {meta.fps:.2f} fps · "
                 f"{meta.width}×{meta.height}")
+        from rvos_core.video import max_keyframe_gap
+
+        gap = max_keyframe_gap(ws.video)
+        if gap > SLOW_SCRUB_GAP:
+            clip += (f" · keyframes up to {gap} frames apart, so jumping to a frame decodes up to {gap} frames: "
+                     f"`python -m rvos_core reencode IN.mp4 OUT.mp4` makes the slider fast")
         return FrameView(image=image, frame=frame, num_frames=meta.num_frames, clip_info=clip,
                          objects=[(f"#{o.obj_id} {o.name}", o.obj_id) for o in info], selected=selected,
                          status=status, object_info=info, expressions=expressions, selected_exp=selected_exp,
@@ -1001,6 +1105,37 @@ def _drop_new_object_on_error(ws: Workspace, created: bool) -> Iterator[None]:
         if created:
             ws.session.undo()
         raise
+
+
+def _server_path(value: str | Path | None, what: str) -> Path:
+    """A path typed by the user that must exist on the server.
+
+    Raises:
+        ValueError: nothing given. FileNotFoundError: no such file or folder.
+    """
+    text = str(value or "").strip()
+    if not text:
+        raise ValueError(f"give the server path of the {what}, or upload it")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist on the server")
+    return path
+
+
+def _uploaded_copy(upload: str | Path, suffix: str, folder: Path, name: str) -> Path:
+    """Copy an uploaded file into ``folder`` (Gradio's upload cache may be cleaned while it is in use).
+
+    Raises:
+        ValueError: another extension than ``suffix``. FileNotFoundError: the upload is gone.
+    """
+    src = Path(upload)
+    if src.suffix.lower() != suffix:
+        raise ValueError(f"{src.name}: expected a {suffix} file for the {name}")
+    if not src.is_file():
+        raise FileNotFoundError(f"uploaded file {src.name} is missing on the server; upload it again")
+    dest = folder / (name if name.endswith(suffix) else name + suffix)
+    shutil.copyfile(src, dest)
+    return dest
 
 
 def _zip_folder(folder: Path, zip_path: Path) -> Path:

@@ -50,11 +50,14 @@ def cmd_segment(a: argparse.Namespace) -> int:
 
 
 def cmd_synth(a: argparse.Namespace) -> int:
-    from rvos_core.synthetic import write_split
+    from rvos_core.synthetic import MOTION_ONLY_FILE, write_split
 
     h, w = _parse_size(a.size)
-    write_split(a.out, videos=a.videos, seed=a.seed, frames=a.frames, size=(h, w), progress=True)
-    print(f"wrote {a.videos} synthetic videos to {a.out}")
+    write_split(a.out, videos=a.videos, seed=a.seed, frames=a.frames, size=(h, w), progress=True,
+                vocabulary=a.vocabulary, motion_only=a.motion_only)
+    print(f"wrote {a.videos} synthetic videos ({a.vocabulary} vocabulary) to {a.out}")
+    if a.motion_only:
+        print(f"motion-only subset: {Path(a.out) / MOTION_ONLY_FILE}")
     return 0
 
 
@@ -74,7 +77,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     opts = TrainOptions(config=a.model, out_dir=a.out, data=a.data, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
                         seed=a.seed, image_size=a.image_size, device=a.device, threads=a.threads, amp=a.amp,
-                        compile=a.compile, time_budget_min=a.time_budget_min, init_from=a.init_from)
+                        compile=a.compile, time_budget_min=a.time_budget_min, init_from=a.init_from,
+                        sampling=a.sampling, synthetic_frames=a.synthetic_frames, vocabulary=a.vocabulary)
     path = train(opts)
     print(f"checkpoint: {path}")
     if a.eval_split:
@@ -102,6 +106,26 @@ def cmd_evaluate_model(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(a: argparse.Namespace) -> int:
+    from rvos_core.engines.predictions import predict_split
+    from rvos_core.engines.registry import get_engine
+
+    if a.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0 = the torch default), got {a.threads}")
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    update, close = _tqdm_progress("predict", unit="expression")
+    try:
+        report = predict_split(a.dataset, a.out, lambda: get_engine(a.model, checkpoint=a.checkpoint, device=a.device),
+                               refiner=a.refiner, zip_path=a.zip, progress=update)
+    finally:
+        close()
+    print(report.summary())
+    return 0
+
+
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from rvos_core.evaluation import EvaluationError, evaluate_predictions, format_summary
 
@@ -124,6 +148,25 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(f"error: --strict: {len(res.problems)} problem(s) in the predictions, first: {res.problems[0]}",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_reencode(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rvos_core.video import max_keyframe_gap, open_video, reencode_for_scrubbing
+
+    with open_video(a.video) as v:
+        before = max_keyframe_gap(v)
+    with tqdm(desc="re-encode", unit="frame") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        out = reencode_for_scrubbing(a.video, a.out, keyframe_interval=a.keyframe_interval, crf=a.crf,
+                                     preset=a.preset, progress=progress)
+    with open_video(out) as v:
+        print(f"wrote {out}: max keyframe gap {before} → {max_keyframe_gap(v)} frames")
     return 0
 
 
@@ -200,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--frames", type=int, default=8)
     s.add_argument("--size", default="128x128", help="HxW in pixels")
+    s.add_argument("--vocabulary", default="full", metavar="full|basic",
+                   help="'full' (default): the MeViS motion vocabulary, camera motion, occlusion, 2-6 objects; "
+                        "'basic': the first generator, on which the shipped clip-rvos-tiny was trained - its "
+                        "held-out split is made with --vocabulary basic")
+    s.add_argument("--motion-only", action="store_true",
+                   help="also write meta_expressions_motion_only.json: only the expressions of kind 'motion'")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("download", help="download model weights (the only command that uses the network)")
@@ -224,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-split", default=None, help="score the final checkpoint on this split")
     s.add_argument("--init-from", default="", help="warm start: seed a new run with this checkpoint's weights "
                                                   "(modules the config adds start as zero-initialised residuals)")
+    s.add_argument("--sampling", default="global", choices=["global", "local"],
+                   help="how a sample's T frames are picked from a longer clip (seed 003): 'global' (default) "
+                        "one frame per segment over the whole clip, 'local' a window of T consecutive frames")
+    s.add_argument("--synthetic-frames", type=int, default=0, metavar="N",
+                   help="--data synthetic: length of each generated clip that the T frames are sampled from "
+                        "(default 0 = the config's T, every frame used; --sampling then has no effect)")
+    s.add_argument("--vocabulary", default="basic", choices=["basic", "full"],
+                   help="synthetic motion vocabulary of the training clips (see `synth --vocabulary`; default basic, "
+                        "what the shipped clip-rvos-tiny was trained on)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="score predicted masks (<video>/<exp_id>/<frame>.png folder or zip) "
@@ -241,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--start-method", default=None, choices=["fork", "spawn", "forkserver"],
                    help="multiprocessing start method for --workers > 1 (default: forkserver where available, else spawn)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("reencode", help="re-encode a video with a short keyframe interval (fast random frame access)")
+    s.add_argument("video")
+    s.add_argument("out", help="output .mp4")
+    s.add_argument("--keyframe-interval", type=int, default=15)
+    s.add_argument("--crf", type=int, default=18)
+    s.add_argument("--preset", default="veryfast")
+    s.set_defaults(func=cmd_reencode)
 
     s = sub.add_parser("convert", help="convert a split between the MeViS and Ref-YouTube-VOS layouts")
     s.add_argument("src", help="source split folder (or zip)")
@@ -277,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="write the full JSON (with per-expression scores) here")
     s.add_argument("--device", default="cpu")
     s.set_defaults(func=cmd_evaluate_model)
+
+    s = sub.add_parser("predict", help="run an engine on every expression of a MeViS-layout split → "
+                                       "<video>/<exp_id>/<frame>.png (0/255), resumable")
+    s.add_argument("--dataset", required=True, help="split folder: JPEGImages/ + meta_expressions.json "
+                                                   "(train / valid_u / valid; masks not needed)")
+    s.add_argument("--out", required=True, help="prediction folder; expressions already complete there are skipped")
+    s.add_argument("--model", default="clip-rvos-tiny", help="engine name or model config .json (default clip-rvos-tiny)")
+    s.add_argument("--checkpoint", default=None, help="checkpoint path overriding the model's default")
+    s.add_argument("--refiner", default=None, help="refine each frame with seed 003's recipe: grabcut | hq_sam:vit_b | auto")
+    s.add_argument("--zip", default=None, help="also write a submission zip here (video folders at its root)")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0 = torch's default)")
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_predict)
     return p
 
 

@@ -43,7 +43,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -766,3 +766,100 @@ def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int
         if writer is not None:
             writer.close()
     return count
+
+
+# ----------------------------------------------------------------------------- re-encoding
+
+#: Keyframe interval :func:`reencode_for_scrubbing` writes (frames): random access then decodes at most this many.
+SCRUB_KEYFRAME_INTERVAL = 15
+
+
+def max_keyframe_gap(video: VideoSource) -> int:
+    """The largest number of frames from one keyframe to the next (or to the end) of ``video``.
+
+    A random read of a video file decodes up to this many frames (see the module docstring); a
+    frame folder returns 1. Values ≥ 1.
+    """
+    keys = list(video.keyframe_indices) + [video.meta.num_frames]
+    return max(b - a for a, b in zip(keys[:-1], keys[1:]))
+
+
+def reencode_for_scrubbing(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    keyframe_interval: int = SCRUB_KEYFRAME_INTERVAL,
+    crf: int = 18,
+    preset: str = "veryfast",
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Re-encode a video file as H.264 ``.mp4`` with a keyframe every ``keyframe_interval`` frames.
+
+    Random frame access (the frame slider) decodes from the keyframe before the frame, so a clip
+    with x264's default interval (250) costs up to 250 decoded frames per jump; with 15, at most 15.
+    Every frame is kept, in order, at its size and timing (ffmpeg ``-fps_mode passthrough``; odd sizes
+    padded by one row/column as yuv420p needs, like :func:`write_video_mp4`); the video is
+    re-compressed (``crf`` 18 is visually near-lossless), audio is dropped. Runs the ffmpeg binary that
+    imageio-ffmpeg ships; the output appears only when complete and verified (same frame count).
+
+    Args:
+        src: a video file :func:`open_video` reads.
+        dst: output path ending in ``.mp4`` (may not be ``src``).
+        keyframe_interval: frames between keyframes, 1–600 (``-g``, scene-cut keyframes off).
+        crf: x264 constant rate factor 0–51.
+        preset: x264 preset (``ultrafast`` … ``veryslow``); speed vs size only.
+        progress: ``progress(frames_done, num_frames)`` while encoding.
+
+    Returns:
+        ``dst`` as a Path.
+
+    Raises:
+        VideoError: ``src`` is not a readable video file; ffmpeg fails (its last message is quoted);
+            the output's frame count or size differs from the source's.
+        ValueError: bad ``dst``, ``keyframe_interval``, ``crf`` or ``preset``.
+    """
+    import subprocess
+    import tempfile
+
+    import imageio_ffmpeg
+
+    src_path, out = Path(src), Path(dst)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"{out}: re-encoding writes H.264 .mp4 files; expected a path ending in .mp4")
+    if out.resolve() == src_path.resolve():
+        raise ValueError(f"{out}: the output must differ from the source file")
+    interval = _check_positive_int("keyframe_interval", keyframe_interval)
+    if interval > 600:
+        raise ValueError(f"keyframe_interval must be in [1, 600], got {interval}")
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+        raise ValueError(f"crf must be an int in [0, 51], got {crf!r}")
+    presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+    if preset not in presets:
+        raise ValueError(f"unknown x264 preset {preset!r}; valid: {', '.join(presets)}")
+    with open_video(src_path) as video:
+        if video.is_folder:
+            raise VideoError(f"{src_path}: a frame folder has no keyframes to change; re-encoding takes a video file")
+        meta = video.meta
+    with atomic_output_path(out) as tmp:
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-nostats", "-y", "-i", str(src_path),
+               "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+               "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)),
+               "-g", str(interval), "-keyint_min", str(interval), "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+               "-movflags", "+faststart", "-progress", "pipe:1", "-f", "mp4", str(tmp)]
+        with tempfile.TemporaryFile("w+") as err_file, subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err_file, text=True) as proc:
+            for line in proc.stdout or ():
+                if line.startswith("frame=") and progress is not None:
+                    progress(min(int(line[6:].strip() or 0), meta.num_frames), meta.num_frames)
+            proc.wait()
+            err_file.seek(0)
+            err = err_file.read()
+        if proc.returncode != 0:
+            last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
+            raise VideoError(f"{src_path}: re-encoding with ffmpeg failed: {last}")
+        with open_video(tmp) as done:
+            got = done.meta
+        want_size = (meta.width + meta.width % 2, meta.height + meta.height % 2)
+        if got.num_frames != meta.num_frames or (got.width, got.height) != want_size:
+            raise VideoError(f"{src_path}: re-encoded clip has {got.num_frames} frames of {got.width}x{got.height}; "
+                             f"expected {meta.num_frames} of {want_size[0]}x{want_size[1]}")
+    return out

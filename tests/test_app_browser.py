@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _frames import as_sent
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "assets" / "samples" / "sam2_dog.mp4"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -102,14 +104,16 @@ def page():
 
 
 def _shown_image(page) -> np.ndarray:
-    """The frame image the page currently shows, fetched from its ``src`` and decoded (PNG, lossless)."""
+    """The frame image the page currently shows, fetched from its ``src`` and decoded (the app sends JPEG)."""
     src = page.locator("#rvos-frame img").get_attribute("src")
     body = page.request.get(src).body()
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
 
 
 def _wait_shown(page, expected: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
-    """Poll until the page shows exactly ``expected`` (``(H, W, 3)`` uint8); returns what it shows."""
+    """Poll until the page shows exactly ``expected`` (``(H, W, 3)`` uint8) as the app sends it (JPEG, see
+    :func:`_frames.as_sent`); returns what it shows."""
+    expected = as_sent(expected)
     deadline = time.monotonic() + timeout_s
     while True:
         shown = _shown_image(page)
@@ -144,7 +148,7 @@ def test_run_browse_click_export_in_chromium(served, page, tmp_path):
     (session_hash,) = list(store._items)
     ws = store.get(session_hash)
     session = ws.session
-    np.testing.assert_array_equal(_shown_image(page), session.video.get_frame(0))
+    np.testing.assert_array_equal(_shown_image(page), as_sent(session.video.get_frame(0)))
 
     # Run: the engine's masks on every frame, status with seconds and the number of objects.
     page.click("#rvos-run")

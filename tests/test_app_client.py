@@ -28,6 +28,8 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from _frames import as_sent
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "assets" / "samples" / "sam2_dog.mp4"
 EXPRESSION = "the small dog running around the woman"
@@ -97,7 +99,7 @@ def test_load_sample_shows_frame0_and_clip_info(annotated):
     shown = _png(image)
     assert shown.shape == (480, 854, 3)  # shown at original size, so click pixels are frame pixels
     # Before Run nothing is overlaid: frame 0 of the clip as decoded (PNG transport is lossless).
-    np.testing.assert_array_equal(shown, session.video.get_frame(0))
+    np.testing.assert_array_equal(shown, as_sent(session.video.get_frame(0)))
     assert objects["choices"] == [] and "Opened sam2_dog" in status
 
 
@@ -114,8 +116,9 @@ def test_run_puts_an_engine_mask_on_every_frame(annotated):
         assert sorted(obj.origin) == list(range(60)) and set(obj.origin.values()) == {"engine"}
     # The returned image is the session's overlay of frame 0: every masked pixel is tinted.
     shown = _png(image)
-    np.testing.assert_array_equal(shown, session.render(0))
-    changed = np.abs(shown.astype(int) - session.video.get_frame(0).astype(int)).sum(axis=2) > 0
+    rendered = session.render(0)
+    np.testing.assert_array_equal(shown, as_sent(rendered))
+    changed = np.abs(rendered.astype(int) - session.video.get_frame(0).astype(int)).sum(axis=2) > 0
     union0 = session.union_mask(0)
     assert changed[union0].all() and changed.sum() >= union0.sum()
 
@@ -144,7 +147,7 @@ def test_clicks_correct_the_mask_on_that_frame_only(annotated):
             np.testing.assert_array_equal(session.mask(oid, t), before[t])
     # The shown frame follows the session: a red click marker is drawn at (x, y).
     shown = _png(client.predict(frame, api_name="/show_frame"))
-    np.testing.assert_array_equal(shown, session.render(frame))
+    np.testing.assert_array_equal(shown, as_sent(session.render(frame)))
     assert shown[y, x, 0] > 150 and shown[y, x, 1] < 80
 
 
@@ -584,3 +587,97 @@ def test_store_autosave_folders_and_job_cancelled_when_freed(tmp_path):
     assert ws.autosave_dirs() == [first]  # only folders holding a manifest
     ws.job = token = CancelToken()
     assert store.drop("a") and token.cancelled and not ws.tmp_dir.exists()
+
+
+# ---- Engine choice: precomputed predictions -------------------------------------------------------------
+
+
+def _sample_predictions(root: Path) -> dict[str, np.ndarray]:
+    """A prediction folder for the sample (``sam2_dog/<exp_id>/<frame>.png``, meta_expressions.json inside):
+    expression "0" a box sliding right, "1" a fixed box. Returns ``{text: (60, 480, 854) bool}``."""
+    import json
+
+    from rvos_core.formats.mevis import write_prediction_pngs
+
+    frames = [f"{i:05d}" for i in range(60)]
+    slide, fixed = np.zeros((60, 480, 854), bool), np.zeros((60, 480, 854), bool)
+    for t in range(60):
+        slide[t, 200:330, 300 + 2 * t:460 + 2 * t] = True
+    fixed[:, 150:400, 150:300] = True
+    texts = {"0": "the small dog", "1": "the woman walking"}
+    for exp_id, masks in (("0", slide), ("1", fixed)):
+        write_prediction_pngs(root, "sam2_dog", exp_id, masks, frames)
+    meta = {"videos": {"sam2_dog": {"expressions": {k: {"exp": v} for k, v in texts.items()}, "frames": frames}}}
+    (root / "meta_expressions.json").write_text(json.dumps(meta))
+    return {texts["0"]: slide, texts["1"]: fixed}
+
+
+def _masks_of(session, oid: int) -> np.ndarray:
+    return np.stack([session.mask(oid, t) for t in range(60)])
+
+
+def test_precomputed_predictions_run_and_are_corrected_with_clicks(served, tmp_path):
+    from rvos_core.formats.predictions import write_prediction_zip
+
+    app, url = served
+    folder = tmp_path / "preds"
+    expected = _sample_predictions(folder)
+    client = Client(url, verbose=False)
+    client.predict(api_name="/load_sample")
+    ws = app.workbench.store.get(client.session_hash)
+    # A server folder with meta_expressions.json inside.
+    status = client.predict("predictions", str(folder), None, "", None, api_name="/set_engine")
+    assert status.startswith("Run uses precomputed predictions") and "1 videos, 2 expression folders" in status
+    assert "'sam2_dog' has 2 predicted expressions" in status and "“the small dog”" in status
+    ran = client.predict("The small   DOG", 0, None, api_name="/run")  # matched despite case and spaces
+    assert len(ran) == VIEW_OUTPUTS and "1 object found" in ran[4] and "predictions" in ran[4]
+    (oid,) = ws.session.expressions[-1].obj_ids
+    assert ws.session.expressions[-1].text == "The small   DOG".strip()
+    np.testing.assert_array_equal(_masks_of(ws.session, oid), expected["the small dog"])
+    # Corrected with clicks like the model's masks: a negative click inside the box on frame 7 only.
+    x, y = 320, 210
+    assert ws.session.mask(oid, 7)[y, x]
+    out = client.predict(frame=7, x=x, y=y, positive=False, obj_id=oid, api_name="/add_click")
+    assert out["obj_id"] == oid and "negative click" in out["status"]
+    corrected = _masks_of(ws.session, oid)
+    assert not corrected[7, y, x] and corrected[7].sum() < expected["the small dog"][7].sum()
+    np.testing.assert_array_equal(np.delete(corrected, 7, axis=0), np.delete(expected["the small dog"], 7, axis=0))
+    # Not among the predictions: a message naming the video and the known expressions, nothing added.
+    n_objects = len(ws.session.state.objects)
+    with pytest.raises(AppError, match=r"expression 'the red car' not found for video 'sam2_dog'"):
+        client.predict("the red car", 0, None, api_name="/run")
+    assert len(ws.session.state.objects) == n_objects
+
+    # An uploaded zip of PNGs only: it needs the meta file, then works the same.
+    archive = tmp_path / "upload" / "my-preds.zip"
+    write_prediction_zip(archive, folder)
+    with pytest.raises(AppError, match="no meta_expressions.json inside"):
+        client.predict("predictions", "", handle_file(str(archive)), "", None, api_name="/set_engine")
+    status = client.predict("predictions", "", handle_file(str(archive)), "",
+                            handle_file(str(folder / "meta_expressions.json")), api_name="/set_engine")
+    assert "my-preds.zip (1 videos, 2 expression folders; texts from meta_expressions.json)" in status
+    (copy,) = ws.tmp_dir.glob("predictions-*")  # the user's own copy; the earlier choice's folder is gone
+    assert sorted(p.name for p in copy.iterdir()) == ["meta_expressions.json", "predictions.zip"]
+    client.predict("the woman walking", 0, None, api_name="/run")
+    (oid2,) = ws.session.expressions[-1].obj_ids
+    np.testing.assert_array_equal(_masks_of(ws.session, oid2), expected["the woman walking"])
+
+    # Bad input → messages; the choice in place stays. (Gradio itself checks the radio value and file types.)
+    meta = str(folder / "meta_expressions.json")
+    for args, message in [
+        ((str(tmp_path / "nope"), None), "nope does not exist on the server"),
+        (("", None), "give the server path of the predictions"),
+        ((meta, None), "expected a prediction folder or a readable .zip"),
+        (("", handle_file(meta)), r"formats: \['.zip'\]"),
+    ]:
+        with pytest.raises(AppError, match=message):
+            client.predict("predictions", *args, "", None, api_name="/set_engine")
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("robot", api_name="/set_engine")
+    with pytest.raises(ValueError, match="engine must be one of model, predictions"):  # API-independent check
+        app.workbench.set_engine(client.session_hash, "robot")
+    client.predict("the small dog", 0, None, api_name="/run")
+    np.testing.assert_array_equal(_masks_of(ws.session, ws.session.expressions[-1].obj_ids[0]), expected["the small dog"])
+    # Back to the model: the predictions are closed and their uploaded copy deleted.
+    assert client.predict("model", api_name="/set_engine") == "Run uses the model (clip-rvos-tiny)."
+    assert list(ws.tmp_dir.glob("predictions-*")) == []

@@ -217,3 +217,41 @@ def test_bench_clicks_writes_the_contract_json(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench-clicks", "--frames", str(frames), "--masks", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_train_parses_sampling_and_synthetic_frames():
+    from rvos_core.cli import build_parser
+    from rvos_core.training.train import SAMPLINGS, TrainOptions
+
+    a = build_parser().parse_args(["train", "--out", "run"])
+    assert (a.sampling, a.synthetic_frames) == (TrainOptions.sampling, TrainOptions.synthetic_frames) == ("global", 0)
+    a = build_parser().parse_args(["train", "--out", "run", "--sampling", "local", "--synthetic-frames", "24"])
+    assert (a.sampling, a.synthetic_frames) == ("local", 24)
+    for sampling in SAMPLINGS:  # every strategy of the train loop is reachable from the command line
+        assert build_parser().parse_args(["train", "--out", "run", "--sampling", sampling]).sampling == sampling
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "run", "--sampling", "random"])
+    from rvos_core.synthetic import VOCABULARIES
+
+    assert build_parser().parse_args(["train", "--out", "run"]).vocabulary == TrainOptions.vocabulary == "basic"
+    for vocabulary in VOCABULARIES:
+        assert build_parser().parse_args(["train", "--out", "run", "--vocabulary", vocabulary]).vocabulary == vocabulary
+
+
+def test_train_two_steps_with_local_sampling_records_the_options(tmp_path, capsys):
+    import json
+
+    from rvos_core.engines.clip_rvos import read_checkpoint
+    from test_model import micro_config
+
+    cfg = tmp_path / "micro.json"
+    cfg.write_text(json.dumps(micro_config().to_dict()))
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(cfg), "--out", str(run), "--steps", "2", "--batch-size", "1",
+                 "--image-size", "64", "--threads", "1", "--sampling", "local", "--synthetic-frames", "10"]) == 0
+    assert f"checkpoint: {run / 'final.pt'}" in capsys.readouterr().out
+    options = read_checkpoint(run / "final.pt")["train_info"]["options"]
+    assert (options["sampling"], options["synthetic_frames"], options["steps"]) == ("local", 10, 2)
+    assert main(["train", "--model", str(cfg), "--out", str(tmp_path / "bad"), "--synthetic-frames", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "synthetic_frames must be >= 0" in err[0]

@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _frames import as_sent
+
 # Browser launch, the `page` fixture and the missing-browser skip/fail are the annotate browser test's.
 from test_app_browser import OUTPUT, page, serve_app  # noqa: F401  (page: a pytest fixture)
 from test_app_browser import until as _until
@@ -53,12 +55,13 @@ def _fill(page, elem_id: str, text: str) -> None:
 
 
 def _shows(page, elem_id: str, expected: np.ndarray) -> bool:
-    """Whether the ``gr.Image`` ``#elem_id`` shows exactly ``expected`` (fetched from its ``src``; PNG)."""
+    """Whether the ``gr.Image`` ``#elem_id`` shows exactly ``expected`` as the app sends it (fetched from its
+    ``src``; JPEG, see :func:`_frames.as_sent`)."""
     img = page.locator(f"#{elem_id} img")
     if img.count() == 0:
         return False
     shown = np.asarray(Image.open(io.BytesIO(page.request.get(img.first.get_attribute("src")).body())).convert("RGB"))
-    return shown.shape == expected.shape and bool(np.array_equal(shown, expected))
+    return shown.shape == expected.shape and bool(np.array_equal(shown, as_sent(expected)))
 
 
 def _cell(page, row: int, col: int):

@@ -262,3 +262,20 @@ def test_motion_input_config_needs_flow_and_uses_it(tmp_path, net):
     assert tuple(batch_flow.shape) == (1, 4, 2, 64, 64) and targets[0].shape == (1, 4, 16, 16)
     res = ClipRvosEngine(cfg, mnet).segment(_ArrayVideo(np.concatenate([frames, frames[::-1]])), "the square")
     assert res.num_frames == 8 and all(m.masks.shape == (8, 64, 64) for m in res.masklets)
+
+
+def test_resume_state_allows_only_the_excluded_frozen_weights_to_be_missing(tmp_path, net):
+    from rvos_core.training.train import _load_resume_state
+
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    clip_keys = [k for k in state if k.startswith("clip.")]
+    assert clip_keys and len(clip_keys) < len(state)
+    torch.manual_seed(1)
+    other = build_net(micro_config())
+    partial = {k: v for k, v in state.items() if not k.startswith("clip.")}
+    _load_resume_state(other, partial, ("clip.",), tmp_path / "last.pt")  # frozen backbone left out: fine
+    assert all(torch.equal(other.state_dict()[k], state[k]) for k in partial)
+    with pytest.raises(ValueError, match=r"last\.pt: cannot resume.*missing \['clip\."):
+        _load_resume_state(other, partial, (), tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"unexpected \['extra\.weight'\]"):
+        _load_resume_state(other, {**state, "extra.weight": torch.zeros(1)}, (), tmp_path / "last.pt")

@@ -309,11 +309,12 @@ def test_grabcut_on_a_real_clip_crop(tmp_path):
     result = run_click_benchmark(images, annotations, refiner=GrabCutRefiner(), max_clicks=8, clip_budget=20)
     data = result.to_json()
     assert data["refiner"] == "grabcut" and len(data["mean_j_at_k"]) == 8
-    # measured: mean J 0.50 after 1 click, 0.90 after 8; NoC@85 6.3, NoC@90 6.7 (every frame reaches 0.85)
-    assert data["mean_j_at_k"][-1] > 0.85 and data["mean_j_at_k"][-1] > data["mean_j_at_k"][0] + 0.3
+    # measured (seeded first click, local corrections): mean J 0.64 after 1 click, 0.94 after 8; NoC@85 3.7
+    # (before them: 0.50 → 0.90, NoC@85 6.3); every frame reaches 0.85
+    assert data["mean_j_at_k"][-1] > 0.9 and data["mean_j_at_k"][-1] > data["mean_j_at_k"][0] + 0.2
     assert all(max(run.j) >= 0.85 for run in result.frames)
-    assert data["noc85"] < 8 and data["noc85"] <= data["noc90"]
-    # measured: 7 clicks on frame 0, then propagation carries J >= 0.85 to frames 1 and 2
-    assert data["clip_reached_085"] and data["clip_clicks_to_085"] <= 8
+    assert data["noc85"] < 5 and data["noc85"] <= data["noc90"]
+    # measured: 3 clicks on frame 0, then propagation carries J >= 0.85 to frames 1 and 2 (before: 7)
+    assert data["clip_reached_085"] and data["clip_clicks_to_085"] <= 5
     assert result.clip.visits[0][0] == 0
     assert data["latency_ms"]["p95"] >= data["latency_ms"]["p50"] > 0

@@ -207,3 +207,109 @@ def test_listing_mentions_every_weight_and_unpinned_checksums(home):
         assert name in table
     assert "sha256 not pinned" in table
     assert str(home / "weights") in table
+
+
+# --- roberta-base: a multi-file Hugging Face folder --------------------------------------------------
+
+ROBERTA_FILES = ("config.json", "vocab.json", "merges.txt", "model.safetensors")
+
+
+def _missing_entry(filename: str) -> Exception:
+    """What hf_hub_download raises for a file the repository does not have (HTTP 404)."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    return RemoteEntryNotFoundError(f"404: {filename} not in repo", response=SimpleNamespace(headers={}, request=None))
+
+
+def test_roberta_base_entry_is_the_facebookai_folder():
+    spec = weights.get_spec("roberta-base")
+    assert (spec.kind, spec.repo_id) == ("hf_folder", "FacebookAI/roberta-base")
+    assert spec.filenames == ROBERTA_FILES and spec.optional_filenames == ("tokenizer.json",)
+    assert spec.sha256 is None
+
+
+def test_download_roberta_base_fetches_every_file_into_its_folder(home, fake_hub):
+    (path,) = weights.download("roberta-base", progress=False)
+    folder = home / "weights" / "roberta-base"
+    assert path == folder
+    assert [(c["repo_id"], c["filename"]) for c in fake_hub.calls] == [
+        ("FacebookAI/roberta-base", f) for f in (*ROBERTA_FILES, "tokenizer.json")]
+    assert all(Path(c["local_dir"]) == folder for c in fake_hub.calls)
+    assert sorted(p.name for p in folder.iterdir()) == sorted((*ROBERTA_FILES, "tokenizer.json"))
+    assert weights.local_path("roberta-base") == folder == weights.require("roberta-base")
+
+
+def test_download_roberta_base_skips_an_optional_file_the_repo_lacks(home, monkeypatch):
+    class NoTokenizerJson(FakeHub):
+        def __call__(self, repo_id: str, filename: str, **kwargs) -> str:
+            if filename == "tokenizer.json":
+                self.calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
+                raise _missing_entry(filename)
+            return super().__call__(repo_id, filename, **kwargs)
+
+    fake = NoTokenizerJson()
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    (path,) = weights.download("roberta-base", progress=False)
+    assert sorted(p.name for p in path.iterdir()) == sorted(ROBERTA_FILES)
+    assert weights.local_path("roberta-base") == path
+    # a required file the repo lacks is an error, naming the file
+    def missing_config(repo_id, filename, **kwargs):
+        raise _missing_entry(filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", missing_config)
+    with pytest.raises(weights.WeightsError, match=r"'roberta-base' \(config.json\)"):
+        weights.download("roberta-base", progress=False)
+
+
+def test_roberta_base_offline_and_incomplete_folder_messages(home, monkeypatch):
+    fake = FakeHub(error=LocalEntryNotFoundError("connection error: cannot reach huggingface.co"))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    with pytest.raises(weights.WeightsOffline) as info:
+        weights.download("roberta-base", progress=False)
+    assert "offline" in str(info.value) and "python -m rvos_core download roberta-base" in str(info.value)
+    assert len(fake.calls) == 1  # stops at the first file
+    with pytest.raises(weights.WeightsNotAvailable) as info:
+        weights.require("roberta-base")
+    message = str(info.value)
+    assert "FacebookAI/roberta-base" in message and "python -m rvos_core download roberta-base" in message
+    assert str(home / "weights" / "roberta-base") in message and not home.exists()
+    folder = home / "weights" / "roberta-base"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"w")
+    assert weights.local_path("roberta-base") is None
+    with pytest.raises(weights.WeightsNotAvailable,
+                       match=r"lacks \['tokenizer.json or vocab.json', 'tokenizer.json or merges.txt'\]"):
+        weights.require("roberta-base")
+    (folder / "tokenizer.json").write_text("{}")  # the fast-tokenizer file stands in for the BPE pair
+    assert weights.local_path("roberta-base") == folder == weights.require("roberta-base")
+
+
+def test_roberta_base_completeness_matches_what_the_model_loader_accepts():
+    from rvos_core.engines.clip_rvos_model import ROBERTA_FILES as LOADER_FILES
+
+    spec = weights.get_spec("roberta-base")
+    assert {frozenset(g) for g in spec.required_files} == {frozenset(g) for g in LOADER_FILES}
+    assert all(any(f in spec.filenames for f in g) for g in spec.required_files)  # a download satisfies it
+
+
+def test_download_command_fetches_roberta_base(home, fake_hub, capsys):
+    from rvos_core.cli import main
+
+    assert main(["download", "roberta-base"]) == 0
+    assert capsys.readouterr().out.strip() == str(home / "weights" / "roberta-base")
+    assert {c["filename"] for c in fake_hub.calls} == {*ROBERTA_FILES, "tokenizer.json"}
+    assert main(["download", "--list"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("roberta-base ")]
+    assert f"downloaded ({home / 'weights' / 'roberta-base'})" in line
+
+
+def test_download_command_offline_is_one_line_naming_the_command(home, monkeypatch, capsys):
+    from rvos_core.cli import main
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", FakeHub(error=LocalEntryNotFoundError("no network")))
+    assert main(["download", "roberta-base"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "python -m rvos_core download roberta-base" in err[0]

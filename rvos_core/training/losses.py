@@ -6,6 +6,8 @@ the Hungarian algorithm (scipy ``linear_sum_assignment``) on the cost
 ``w_mask · BCE + w_dice · dice − w_score · sigmoid(score)`` (DETR / Mask2Former-style set matching,
 as used by MUTR, the base of seed 003). Matched queries get dice + sigmoid focal mask losses
 (torchvision ``sigmoid_focal_loss``); every query gets a BCE score loss (1 matched, 0 otherwise).
+Models with ``query_init == "pooled_mask"`` also output class-agnostic instance proposals, which get
+the same matched mask losses without a score term (:func:`proposal_loss`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class LossWeights:
     dice: float = 5.0
     score: float = 2.0
     aux: float = 0.5
+    proposal: float = 0.5
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -65,6 +68,11 @@ def hungarian_match(pred_masks: torch.Tensor, pred_logits: torch.Tensor, tgt_mas
     return qi.astype(np.int64), ti.astype(np.int64)
 
 
+def _mask_terms(l_mask: torch.Tensor, l_dice: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    # focal loss values are ~20x smaller than BCE; scale so the weights stay comparable
+    return w.mask * 20 * l_mask + w.dice * l_dice
+
+
 def set_loss(pred_masks: torch.Tensor, pred_logits: torch.Tensor, targets: list[torch.Tensor],
              w: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
     """Loss of one decoder output over a batch.
@@ -95,8 +103,7 @@ def set_loss(pred_masks: torch.Tensor, pred_logits: torch.Tensor, targets: list[
     l_mask = torch.cat(mask_terms).mean() if mask_terms else zero
     l_dice = torch.cat(dice_terms).mean() if dice_terms else zero
     l_score = F.binary_cross_entropy_with_logits(pred_logits, score_tgt)
-    # focal loss values are ~20x smaller than BCE; scale so the weights stay comparable
-    total = w.mask * 20 * l_mask + w.dice * l_dice + w.score * l_score
+    total = _mask_terms(l_mask, l_dice, w) + w.score * l_score
     return {"mask": l_mask, "dice": l_dice, "score": l_score, "total": total}
 
 
@@ -108,15 +115,29 @@ def dense_loss(dense: torch.Tensor, targets: list[torch.Tensor], w: LossWeights 
     return w.mask * bce + w.dice * dice, dice
 
 
+def proposal_loss(proposal_masks: torch.Tensor, targets: list[torch.Tensor], w: LossWeights = LossWeights()) -> torch.Tensor:
+    """Class-agnostic loss of instance proposals ``(B, Q, T, h, w)`` (logits): Hungarian matching on the mask
+    terms only, then ``w.mask`` × focal + ``w.dice`` × dice of the matched proposals (as :func:`set_loss`,
+    without the score term). Seed 003 takes instance masks from a VIS model trained on all instances; the
+    targets here are the referred objects, the only masks a referring sample carries."""
+    parts = set_loss(proposal_masks, torch.zeros(proposal_masks.shape[:2], dtype=proposal_masks.dtype,
+                                                 device=proposal_masks.device), targets, w)
+    return _mask_terms(parts["mask"], parts["dice"], w)
+
+
 def model_loss(out: dict, targets: list[torch.Tensor], w: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
     """Final-layer set loss + ``w.aux`` × each auxiliary (earlier decoder layer) set loss + the dense
-    referring-map loss (union target)."""
+    referring-map loss (union target) + ``w.proposal`` × the proposal loss when ``out`` has ``proposal_masks``."""
     main = set_loss(out["pred_masks"], out["pred_logits"], targets, w)
     total = main["total"]
     if "dense" in out:
         d_total, d_dice = dense_loss(out["dense"], targets, w)
         total = total + d_total
         main = {**main, "dense_dice": d_dice}
+    if "proposal_masks" in out:
+        p_loss = proposal_loss(out["proposal_masks"], targets, w)
+        total = total + w.proposal * p_loss
+        main = {**main, "proposal": p_loss}
     for aux in out.get("aux", []):
         total = total + w.aux * set_loss(aux["pred_masks"], aux["pred_logits"], targets, w)["total"]
     return {**main, "total": total}

@@ -2,9 +2,9 @@
 
 Data: either procedural clips generated on the fly (:mod:`rvos_core.synthetic`, infinite, never
 repeating) or a MeViS-layout split (``train`` / ``valid_u``: ``JPEGImages/``, ``meta_expressions.json``,
-``mask_dict.json``). Each sample is (T globally sampled frames — seed 003 —, one expression, the masks
-of its referred objects). Optimiser AdamW with linear warm-up + cosine decay, gradient clipping,
-Hungarian-matched set losses (:mod:`rvos_core.training.losses`). Checkpoints (with optimizer state)
+``mask_dict.json``). Each sample is (T frames sampled from the clip — globally by default, seed 003, or
+as a local window —, one expression, the masks of its referred objects). Optimiser AdamW with linear
+warm-up + cosine decay, gradient clipping, Hungarian-matched set losses (:mod:`rvos_core.training.losses`). Checkpoints (with optimizer state)
 are written atomically to ``OUT/last.pt`` so an interrupted run resumes; ``OUT/metrics.jsonl`` logs
 every ``log_every`` steps.
 """
@@ -22,8 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rvos_core.engines.clip_rvos import build_net, load_config, make_tokenizer, read_checkpoint, save_checkpoint, to_tensor
+from rvos_core.engines.clip_rvos import (build_net, checkpoint_excluded_prefixes, load_config, read_checkpoint,
+                                        save_checkpoint, to_tensor)
+from rvos_core.engines.clip_rvos_model import make_text_tokenizer
 from rvos_core.training.losses import LossWeights, model_loss
+
+
+#: Frame-sampling strategies of seed 003 (§3.2): global (segments over the whole clip) or local (a window).
+SAMPLINGS = ("global", "local")
 
 
 @dataclass
@@ -50,20 +56,85 @@ class TrainOptions:
     compile: bool = False
     init_from: str = ""  # warm start: a clip-rvos checkpoint whose weights seed a new run (see load_warm_start)
     time_budget_min: float = 0.0  # > 0: stop after this much training wall time; the LR schedule follows time
+    sampling: str = "global"  # "global" (seed 003 §3.2: one frame per segment of the clip) or "local" (a window)
+    synthetic_frames: int = 0  # length of generated synthetic clips; 0 = the config's T (sampling then has no effect)
+    vocabulary: str = "basic"  # synthetic motion vocabulary (rvos_core.synthetic.VOCABULARIES): "basic" or "full"
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"TrainOptions.sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
+        if self.synthetic_frames < 0:
+            raise ValueError(f"TrainOptions.synthetic_frames must be >= 0, got {self.synthetic_frames}")
+        from rvos_core.synthetic import VOCABULARIES
+
+        if self.vocabulary not in VOCABULARIES:
+            raise ValueError(f"TrainOptions.vocabulary must be one of {list(VOCABULARIES)}, got {self.vocabulary!r}")
 
 
 Sample = tuple[np.ndarray, str, np.ndarray]  # frames (T,H,W,3) uint8, expression, object masks (K,T,H,W) bool
 
 
-def synthetic_samples(seed: int, num_frames: int, size: int, jpeg_prob: float) -> Iterator[Sample]:
-    """Infinite stream of on-the-fly synthetic samples (see :func:`rvos_core.synthetic.generate_video`)."""
+def sample_frames(num_frames: int, num_samples: int, sampling: str, rng: np.random.Generator) -> list[int]:
+    """Training frame indices: :func:`rvos_core.video.sample_global` (``"global"``), or ``num_samples``
+    consecutive frames from a uniformly random start (``"local"``, :func:`rvos_core.video.sample_local`),
+    the two strategies compared in seed 003 §3.2.
+
+    Raises:
+        ValueError: unknown ``sampling`` (and bad counts, from the video helpers).
+    """
+    from rvos_core.video import sample_global, sample_local
+
+    if sampling == "global":
+        return sample_global(num_frames, num_samples, rng)
+    if sampling == "local":
+        return sample_local(num_frames, num_samples, int(rng.integers(0, max(1, num_frames - num_samples + 1))))
+    raise ValueError(f"sampling must be one of {list(SAMPLINGS)}, got {sampling!r}")
+
+
+def successor_flow(frame_at, idx: list[int], num_frames: int) -> np.ndarray:
+    """``(T, 2, H, W)`` float32 optical flow of each sampled frame to its video successor, scaled by
+    ``FLOW_SCALE`` (:mod:`rvos_core.engines.motion`); ``frame_at(i)`` gives frame ``i`` as ``(H, W, 3)`` uint8."""
+    from rvos_core.engines.motion import FLOW_SCALE, flow_field, successor_pairs
+
+    return np.stack([flow_field(frame_at(a), frame_at(b)) for a, b in successor_pairs(idx, num_frames)]) / FLOW_SCALE
+
+
+def _load_resume_state(net: torch.nn.Module, state: dict[str, torch.Tensor], excluded: tuple[str, ...],
+                       path: Path) -> None:
+    """Load ``OUT/last.pt``'s weights into ``net``: every key must match, except the frozen pretrained
+    weights that checkpoints leave out (``excluded`` prefixes, see ``checkpoint_excluded_prefixes``).
+
+    Raises:
+        ValueError: missing (not excluded) or unexpected keys, naming ``path`` and a few keys.
+    """
+    result = net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                                 strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(excluded)] if excluded else list(result.missing_keys)
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{path}: cannot resume, the checkpoint does not fit the config: "
+                         f"missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}")
+
+
+def synthetic_samples(seed: int, num_frames: int, size: int, jpeg_prob: float, clip_frames: int = 0,
+                      sampling: str = "global", with_flow: bool = False, vocabulary: str = "basic") -> Iterator[Sample]:
+    """Infinite stream of on-the-fly synthetic samples (see :func:`rvos_core.synthetic.generate_video`).
+
+    With ``clip_frames > num_frames`` each generated clip has ``clip_frames`` frames, of which
+    ``num_frames`` are chosen by :func:`sample_frames` (``sampling``); with ``with_flow`` such a sample then
+    carries each chosen frame's flow to its clip successor as a 4th element (see :func:`collate`).
+    Otherwise clips have ``num_frames`` frames, all used (the original stream, unchanged).
+    ``vocabulary`` picks the generator's motion vocabulary (``"basic"``: the first version, ``"full"``:
+    the MeViS motion vocabulary; see :mod:`rvos_core.synthetic`).
+    """
     import cv2
 
     from rvos_core.synthetic import generate_video
 
     rng = np.random.default_rng(seed)
+    sampled = clip_frames > num_frames
     while True:
-        v = generate_video(rng, num_frames=num_frames, size=(size, size))
+        v = generate_video(rng, num_frames=clip_frames if sampled else num_frames, size=(size, size),
+                           vocabulary=vocabulary)
         if not v.expressions:
             continue
         e = v.expressions[int(rng.integers(len(v.expressions)))]
@@ -73,17 +144,23 @@ def synthetic_samples(seed: int, num_frames: int, size: int, jpeg_prob: float) -
             frames = np.stack([cv2.imdecode(cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_COLOR)[..., ::-1]
                                for f in frames])
         masks = np.asarray(v.masks)[list(e.obj_ids)] if e.obj_ids else np.zeros((0,) + frames.shape[:3], dtype=bool)
-        yield frames, e.text, masks
+        if not sampled:
+            yield frames, e.text, masks
+            continue
+        idx = sample_frames(len(frames), num_frames, sampling, rng)
+        sample = (frames[idx], e.text, masks[:, idx])
+        yield (*sample, successor_flow(lambda i: frames[i], idx, len(frames))) if with_flow else sample
 
 
-def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int, with_flow: bool = False) -> Iterator[Sample]:
+def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int, with_flow: bool = False,
+                  sampling: str = "global") -> Iterator[Sample]:
     """Infinite stream of samples from a MeViS-layout split: a random (video, expression), T frames
-    sampled globally (one uniformly random frame per segment, seed 003), resized to ``size × size``;
-    ``with_flow`` adds each frame's optical flow to its video successor (:mod:`rvos_core.engines.motion`)."""
+    sampled globally (one uniformly random frame per segment, seed 003) or as a local window
+    (``sampling``, see :func:`sample_frames`), resized to ``size × size``; ``with_flow`` adds each frame's
+    optical flow to its video successor (:mod:`rvos_core.engines.motion`)."""
     import cv2
 
     from rvos_core.formats.mevis import read_mevis_split
-    from rvos_core.video import sample_global
 
     split = read_mevis_split(split_dir)
     if not split.has_masks:
@@ -95,7 +172,7 @@ def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int, with_fl
     while True:
         video, exp_id = pairs[int(rng.integers(len(pairs)))]
         n = len(split.frame_names(video))
-        idx = sample_global(n, num_frames, rng)
+        idx = sample_frames(n, num_frames, sampling, rng)
         frames = np.stack([cv2.resize(split.frame(video, i), (size, size), interpolation=cv2.INTER_AREA) for i in idx])
         exp = split.expressions(video)[exp_id]
         objs = []
@@ -108,13 +185,11 @@ def mevis_samples(split_dir: str, seed: int, num_frames: int, size: int, with_fl
         if not with_flow:
             yield frames, exp.exp, masks
             continue
-        from rvos_core.engines.motion import FLOW_SCALE, flow_field, successor_pairs
 
         def small(i: int) -> np.ndarray:
             return cv2.resize(split.frame(video, i), (size, size), interpolation=cv2.INTER_AREA)
 
-        flow = np.stack([flow_field(small(a), small(b)) for a, b in successor_pairs(idx, n)]) / FLOW_SCALE
-        yield frames, exp.exp, masks, flow
+        yield frames, exp.exp, masks, successor_flow(small, idx, n)
 
 
 def collate(samples: list[Sample], cfg, tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
@@ -173,8 +248,7 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
     optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
     if last.exists():
         ck = read_checkpoint(last)
-        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()},
-                            strict=not (cfg.freeze_backbone and cfg.clip.get("source") == "open_clip"))
+        _load_resume_state(net, ck["state_dict"], checkpoint_excluded_prefixes(cfg), last)
         if "optimizer" in ck:
             optim.load_state_dict(ck["optimizer"])
         start_step = int(ck["train_info"].get("step", 0))
@@ -183,12 +257,14 @@ def train(opts: TrainOptions, progress: bool = True) -> Path:
         load_warm_start(net, opts.init_from)
     net.to(device).train()
     model = torch.compile(net) if (opts.compile and device.type == "cuda") else net
-    tokenizer = make_tokenizer(cfg)
+    tokenizer = make_text_tokenizer(cfg)
     if opts.data == "synthetic":
-        stream = synthetic_samples(opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size, opts.jpeg_prob)
+        stream = synthetic_samples(opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size, opts.jpeg_prob,
+                                   clip_frames=opts.synthetic_frames, sampling=opts.sampling, with_flow=cfg.motion_input,
+                                   vocabulary=opts.vocabulary)
     else:
         stream = mevis_samples(opts.data, opts.seed * 1000 + start_step, cfg.num_frames, opts.image_size,
-                               with_flow=cfg.motion_input)
+                               with_flow=cfg.motion_input, sampling=opts.sampling)
     weights = LossWeights()
     log = (out / "metrics.jsonl").open("a")
     bar = tqdm(range(start_step, opts.steps), initial=start_step, total=opts.steps, disable=not progress, desc="train")
