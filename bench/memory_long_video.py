@@ -52,11 +52,20 @@ crf 20; both clips generated together in 808 s at load 3.5–14: 206 MB / 2.75 M
   scrub): decord 0.6's decoder thread keeps decoding ahead into RGB frames (dmlc/decord#157).
 * random-frame ``Workbench.show`` p50 / p95: -g 250: 354 / 592 ms (load 4), 245 / 403 ms (load 1);
   -g 30: 142 / 252 ms, 83 / 148 ms — nearly all of it decoding from the keyframe before the frame.
-* the PNG encode of the app (``gr.Image(format="png")``) adds 380–700 ms p50 (3 MB per frame), so
-  display p95 is 807–1251 ms (-g 250) and 546–1063 ms (-g 30) against the 200 ms target. JPEG q90
-  takes 6–13 ms (635 KB), WebP (Gradio's default) 158–309 ms.
-* one GrabCut click (refine + store + render): p50 464–1152 ms; IoU with the shape 0.25 (a single
-  click and GrabCut's default box take in much of the textured background).
+* the app used to send frames as PNG (``gr.Image(format="png")``): 380–700 ms p50 per 1080p frame (3 MB). Since
+  2026-11-21 it sends JPEG (PIL quality 75): 4.5–5.3 ms p50, 294 KB.
+* one GrabCut click (refine + store + render) before the 2026-11-21 refiner changes: p50 464–1152 ms, IoU with the
+  shape 0.25.
+
+Run of 2026-11-21 (JPEG display, new GrabCut; load 0.0 → 2.1 for the -g 250 clip, a model evaluation ran
+beside it; 2.1 → 1.8 for -g 30):
+
+* peak RSS (VmHWM): 764 MB (-g 250), 919 MB (-g 30): **≤ 2 GB met**.
+* random-frame display (show + JPEG encode) p50 / p95: -g 250: 294 / 608 ms (**missed**: decoding from the
+  keyframe up to 250 frames back); -g 30: 89 / 154 ms (**met**). ``python -m rvos_core reencode`` (keyframe every
+  15 frames) turns a long-interval clip into the second kind; the app's clip line suggests it when keyframes are
+  more than 60 frames apart.
+* one GrabCut click: p50 90 ms, p95 255–280 ms; IoU with the shape 0.70 (min 0.15).
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ random read costs up to one keyframe interval of decoding. Measured with ``bench
 (1920×1080, 30 fps, 2-core dev machine at load ~1 / ~4): x264's default interval of 250 frames gives
 0.25 / 0.35 s median and 0.40 / 0.59 s p95 per random frame; a camera-like interval of 30 frames (1 s)
 0.08 / 0.14 s median and 0.15 / 0.25 s p95.
-For clips with long intervals (see :attr:`VideoSource.keyframe_indices`), re-encoding with a short
-one, e.g. ``ffmpeg -i in.mp4 -c:v libx264 -g 15 -crf 18 out.mp4``, makes random access faster.
+For clips with long intervals (see :attr:`VideoSource.keyframe_indices` and :func:`max_keyframe_gap`),
+:func:`reencode_for_scrubbing` (CLI ``reencode``; a keyframe every 15 frames, every frame kept) makes random
+access fast.
 
 decord 0.6's CPU reader hands packets to its decoder thread faster than it takes frames back, and that
 thread keeps decoding the surplus into RGB frames after the read has returned (dmlc/decord#157, #208):
