@@ -24,8 +24,8 @@ gets there first commits, exactly once. A propagation that fails part-way commit
 Engine choice (:meth:`Workbench.set_engine`): each user's Run uses the app's model (default) or
 precomputed predictions (:class:`rvos_core.engines.predictions.PredictionsEngine`: a prediction
 folder / zip on the server or an uploaded zip, plus a ``meta_expressions.json`` when none is
-inside). The choice is per user (kept by the Workbench, keyed by ``session_hash``, closed with the
-workspace); uploads are copied into the user's private folder. Predictions are looked up by the
+inside). The choice is per user (kept on the user's :class:`demo.store.Workspace`, closed with it);
+uploads are copied into the user's private folder. Predictions are looked up by the
 open session's video name, so an uploaded clip matches its MeViS folder name.
 """
 
@@ -287,9 +287,6 @@ class Workbench:
         self._refiner_factory = refiner_factory or _default_refiner_factory
         self._refiner = None
         self._refiner_lock = threading.Lock()
-        # session_hash → (that user's PredictionsEngine, the private folder of its uploads)
-        self._predictions: dict[str, tuple[Any, Path]] = {}
-        self._predictions_lock = threading.Lock()
 
     # ---- status lines -------------------------------------------------------------------------
 
@@ -388,10 +385,8 @@ class Workbench:
         expression = _expression_text(expression)
         ws = self._workspace(session_hash)
         with ws.lock:
-            video, session = ws.video, ws.session
+            video, session, predictions = ws.video, ws.session, ws.engine
         t0 = time.perf_counter()
-        with self._predictions_lock:
-            predictions, _ = self._predictions.get(session_hash, (None, None))
         if predictions is not None:  # looked up by the session's MeViS video name (uploads keep theirs)
             engine = predictions
             result = predictions.segment(video, expression, progress=progress, video_name=session.video_name)
@@ -434,10 +429,10 @@ class Workbench:
             raise ValueError(f"engine must be one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
         ws = self.store.get_or_create(session_hash)
         if kind == "model":
-            self._replace_predictions(session_hash, None)
+            _swap_engine(ws, None, None)
             return f"Run uses the model ({self.model})."
         engine, folder, shown = self._open_predictions(ws, path, upload, meta_path, meta_upload)
-        self._replace_predictions(session_hash, (engine, folder))
+        _swap_engine(ws, engine, folder)
         return f"Run uses precomputed predictions: {shown}. {self._predictions_hint(ws, engine)}"
 
     def _open_predictions(self, ws: Workspace, path: str | Path | None, upload: str | Path | None,
@@ -472,19 +467,6 @@ class Workbench:
         texts = [t for e, t in engine.expressions(name).items() if e in set(engine.source.expressions(name))]
         return (f"The open clip {name!r} has {len(texts)} predicted expressions, e.g. "
                 f"{', '.join(f'“{t}”' for t in texts[:3])}: type one and press Run.")
-
-    def _replace_predictions(self, session_hash: str, entry: tuple[Any, Path] | None) -> None:
-        """Set (or with None drop) this user's ``(predictions engine, uploads folder)``, closing the
-        previous one and deleting its uploads; entries of users whose workspace is gone are dropped too."""
-        with self._predictions_lock:
-            old = [self._predictions.pop(session_hash, None)]
-            old += [self._predictions.pop(k) for k in list(self._predictions) if k not in self.store]
-            if entry is not None:
-                self._predictions[session_hash] = entry
-        for item in old:
-            if item is not None:
-                item[0].close()
-                shutil.rmtree(item[1], ignore_errors=True)
 
     # ---- viewing ------------------------------------------------------------------------------
 
@@ -886,7 +868,6 @@ class Workbench:
     def close(self, session_hash: str) -> None:
         """Free this user's workspace (tab closed); a running propagation is cancelled, predictions closed."""
         self.store.drop(session_hash)
-        self._replace_predictions(session_hash, None)
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -964,9 +945,7 @@ class Workbench:
             meta = ws.video.meta
         clip = (f"**{session.video_name}** · {meta.num_frames} frames · {meta.fps:.2f} fps · "
                 f"{meta.width}×{meta.height}")
-        from rvos_core.video import max_keyframe_gap
-
-        gap = max_keyframe_gap(ws.video)
+        gap = ws.video.max_keyframe_gap
         if gap > SLOW_SCRUB_GAP:
             clip += (f" · keyframes up to {gap} frames apart, so jumping to a frame decodes up to {gap} frames: "
                      f"`python -m rvos_core reencode IN.mp4 OUT.mp4` makes the slider fast")
@@ -1105,6 +1084,18 @@ def _drop_new_object_on_error(ws: Workspace, created: bool) -> Iterator[None]:
         if created:
             ws.session.undo()
         raise
+
+
+def _swap_engine(ws: Workspace, engine: Any, folder: Path | None) -> None:
+    """Make ``engine`` (None: the app's model) this user's engine for Run, with ``folder`` holding its
+    uploads; the previous one is closed and its uploads deleted."""
+    with ws.lock:
+        old, old_dir = ws.engine, ws.engine_dir
+        ws.engine, ws.engine_dir = engine, folder
+    if old is not None:
+        old.close()
+    if old_dir is not None:
+        shutil.rmtree(old_dir, ignore_errors=True)
 
 
 def _server_path(value: str | Path | None, what: str) -> Path:

@@ -38,6 +38,9 @@ class Workspace:
         lock: serialises this user's edits of ``session`` (Gradio may run two of a user's events at once).
         job: the user's running (or last) long job, e.g. a propagation: anything with ``cancel()``; it
             is cancelled when the workspace is freed.
+        engine: the engine this user's Run uses instead of the app's model (e.g. precomputed
+            predictions), or None; anything with ``close()``, closed when replaced or when the workspace is freed.
+        engine_dir: private folder (inside ``tmp_dir``) of that engine's uploaded files, or None.
     """
 
     session_hash: str
@@ -47,6 +50,8 @@ class Workspace:
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.RLock = field(default_factory=threading.RLock)
     job: Any = None
+    engine: Any = None
+    engine_dir: Path | None = None
 
     @property
     def autosave_root(self) -> Path:
@@ -177,12 +182,15 @@ def _safe_stem(stem: str) -> str:
 
 
 def _free(ws: Workspace) -> None:
-    """Cancel the workspace's job, drop its heavy objects and delete its temp folder (a folder already
-    gone is ignored)."""
+    """Cancel the workspace's job, close its video and engine, and delete its temp folder (a folder
+    already gone is ignored)."""
     if ws.job is not None:
         ws.job.cancel()
     with ws.lock:
         video, ws.video, ws.session = ws.video, None, None
+        engine, ws.engine = ws.engine, None
     if video is not None:
         video.close()
+    if engine is not None:
+        engine.close()
     shutil.rmtree(ws.tmp_dir, ignore_errors=True)

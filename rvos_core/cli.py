@@ -154,10 +154,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 def cmd_reencode(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rvos_core.video import max_keyframe_gap, open_video, reencode_for_scrubbing
+    from rvos_core.video import open_video, reencode_for_scrubbing
 
     with open_video(a.video) as v:
-        before = max_keyframe_gap(v)
+        before = v.max_keyframe_gap
     with tqdm(desc="re-encode", unit="frame") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
@@ -166,7 +166,7 @@ def cmd_reencode(a: argparse.Namespace) -> int:
         out = reencode_for_scrubbing(a.video, a.out, keyframe_interval=a.keyframe_interval, crf=a.crf,
                                      preset=a.preset, progress=progress)
     with open_video(out) as v:
-        print(f"wrote {out}: max keyframe gap {before} → {max_keyframe_gap(v)} frames")
+        print(f"wrote {out}: max keyframe gap {before} → {v.max_keyframe_gap} frames")
     return 0
 
 

@@ -12,9 +12,9 @@ random read costs up to one keyframe interval of decoding. Measured with ``bench
 (1920×1080, 30 fps, 2-core dev machine at load ~1 / ~4): x264's default interval of 250 frames gives
 0.25 / 0.35 s median and 0.40 / 0.59 s p95 per random frame; a camera-like interval of 30 frames (1 s)
 0.08 / 0.14 s median and 0.15 / 0.25 s p95.
-For clips with long intervals (see :attr:`VideoSource.keyframe_indices` and :func:`max_keyframe_gap`),
-:func:`reencode_for_scrubbing` (CLI ``reencode``; a keyframe every 15 frames, every frame kept) makes random
-access fast.
+For clips with long intervals (see :attr:`VideoSource.keyframe_indices` and
+:attr:`VideoSource.max_keyframe_gap`), :func:`reencode_for_scrubbing` (CLI ``reencode``; a keyframe every 15
+frames, every frame kept) makes random access fast.
 
 decord 0.6's CPU reader hands packets to its decoder thread faster than it takes frames back, and that
 thread keeps decoding the surplus into RGB frames after the read has returned (dmlc/decord#157, #208):
@@ -380,6 +380,8 @@ class VideoSource:
         self._run_length = 0  # length of the last run of consecutive frames decoded
         self._meta = self._build_meta(user_fps)
         self._keyframes = self._backend.keyframes
+        bounds = list(self._keyframes) + [self._backend.num_frames]
+        self._max_keyframe_gap = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
         if isinstance(self._backend, _FileBackend):
             self._cache_put(0, self._backend.frame0)  # decoded anyway to learn the size
             self._backend.frame0 = None
@@ -431,6 +433,15 @@ class VideoSource:
         largest gap between keyframes bounds the cost of a random read (see the module docstring).
         """
         return self._keyframes
+
+    @property
+    def max_keyframe_gap(self) -> int:
+        """The largest number of frames from one keyframe to the next (or to the end), ≥ 1; computed once.
+
+        A random read of a video file decodes up to this many frames (see the module docstring); a frame
+        folder has 1.
+        """
+        return self._max_keyframe_gap
 
     def __len__(self) -> int:
         return self._meta.num_frames
@@ -773,16 +784,6 @@ def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int
 
 #: Keyframe interval :func:`reencode_for_scrubbing` writes (frames): random access then decodes at most this many.
 SCRUB_KEYFRAME_INTERVAL = 15
-
-
-def max_keyframe_gap(video: VideoSource) -> int:
-    """The largest number of frames from one keyframe to the next (or to the end) of ``video``.
-
-    A random read of a video file decodes up to this many frames (see the module docstring); a
-    frame folder returns 1. Values ≥ 1.
-    """
-    keys = list(video.keyframe_indices) + [video.meta.num_frames]
-    return max(b - a for a, b in zip(keys[:-1], keys[1:]))
 
 
 def reencode_for_scrubbing(

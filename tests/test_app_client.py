@@ -572,7 +572,7 @@ def test_annotate_bad_input_gives_clear_messages(served):
     assert [(e.text, e.obj_ids) for e in session.expressions] == [("the small dog", [oid])]
 
 
-def test_store_autosave_folders_and_job_cancelled_when_freed(tmp_path):
+def test_store_autosave_folders_job_cancelled_and_engine_closed_when_freed(tmp_path):
     from demo.store import SessionStore
     from rvos_core.propagation import CancelToken
 
@@ -586,7 +586,16 @@ def test_store_autosave_folders_and_job_cancelled_when_freed(tmp_path):
     (first / "workspace.json").write_text("{}")
     assert ws.autosave_dirs() == [first]  # only folders holding a manifest
     ws.job = token = CancelToken()
-    assert store.drop("a") and token.cancelled and not ws.tmp_dir.exists()
+
+    class _Engine:  # stands for the user's precomputed-predictions engine
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    ws.engine = engine = _Engine()
+    assert store.drop("a") and token.cancelled and engine.closed and not ws.tmp_dir.exists()
+    assert ws.engine is None
 
 
 # ---- Engine choice: precomputed predictions -------------------------------------------------------------

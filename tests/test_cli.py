@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +11,11 @@ import pytest
 from PIL import Image
 
 from rvos_core.cli import main
+from _files import tree_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 from _paths import SHARED_DATA as SHARED
 BLACKSWAN = SHARED / "davis2016_blackswan" / "blackswan.mp4"
-
-
-def _tree_hash(d: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(d)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def test_segment_blackswan_writes_one_png_per_frame(tmp_path, capsys):
@@ -74,9 +65,9 @@ def test_segment_errors_are_one_clear_line(tmp_path, capsys):
 def test_synth_is_byte_identical_per_seed(tmp_path):
     for name in ("a", "b"):
         assert main(["synth", "--out", str(tmp_path / name), "--videos", "3", "--seed", "7", "--frames", "4", "--size", "64x96"]) == 0
-    assert _tree_hash(tmp_path / "a") == _tree_hash(tmp_path / "b")
+    assert tree_hash(tmp_path / "a") == tree_hash(tmp_path / "b")
     assert main(["synth", "--out", str(tmp_path / "c"), "--videos", "3", "--seed", "8", "--frames", "4", "--size", "64x96"]) == 0
-    assert _tree_hash(tmp_path / "a") != _tree_hash(tmp_path / "c")
+    assert tree_hash(tmp_path / "a") != tree_hash(tmp_path / "c")
     assert (tmp_path / "a" / "meta_expressions.json").exists() and (tmp_path / "a" / "mask_dict.json").exists()
     assert main(["synth", "--out", str(tmp_path / "d"), "--videos", "1", "--seed", "1", "--size", "64by64"]) != 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,17 +20,11 @@ from rvos_core.formats.mevis import (
 )
 from rvos_core.formats.ytvos import YtvosExpression, YtvosVideo, read_ytvos_split, write_ytvos_split
 from rvos_core.synthetic import write_split
+from _files import tree_hash
 
 H, W, T = 32, 48, 4
 NAMES = [f"{i:05d}" for i in range(T)]
 
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _box(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
@@ -77,7 +70,7 @@ def test_synthetic_split_round_trip_is_byte_identical(tmp_path: Path) -> None:
     back = ytvos_to_mevis(tmp_path / "ytvos", tmp_path / "back")
     assert (back.videos, back.expressions, back.objects) == (report.videos, report.expressions, report.objects)
     _assert_same_split(src, tmp_path / "back")
-    assert _tree_hash(src) == _tree_hash(tmp_path / "back")
+    assert tree_hash(src) == tree_hash(tmp_path / "back")
 
 
 def test_ytvos_side_holds_palette_ids_and_meta(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -22,6 +21,7 @@ from rvos_core.formats.mevis import (
     write_prediction_pngs,
 )
 from rvos_core.masks import mask_to_rle
+from _files import tree_hash, zip_folder
 
 H, W, T = 48, 64, 4
 
@@ -59,13 +59,6 @@ def _videos() -> dict[str, MevisVideo]:
         masks={20: c})
     return {"vid_b": v2, "vid_a": v1}
 
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def _check_round_trip(path: Path) -> None:
@@ -107,12 +100,7 @@ def test_zip_round_trip_with_folders_at_root(tmp_path: Path) -> None:
 
 def test_zip_with_one_top_folder_is_read(tmp_path: Path) -> None:
     folder = write_mevis_split(tmp_path / "split", _videos())
-    z = tmp_path / "nested.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, "valid_u/" + str(f.relative_to(folder)))
-    _check_round_trip(z)
+    _check_round_trip(zip_folder(folder, tmp_path / "nested.zip", prefix="valid_u/"))
 
 
 def test_expression_masks_union_skips_absent(tmp_path: Path) -> None:
@@ -141,7 +129,7 @@ def test_writes_are_byte_deterministic(tmp_path: Path) -> None:
     a = write_mevis_split(tmp_path / "a", _videos())
     reordered = dict(reversed(list(_videos().items())))
     b = write_mevis_split(tmp_path / "b", reordered)
-    assert _tree_hash(a) == _tree_hash(b)
+    assert tree_hash(a) == tree_hash(b)
     za = write_mevis_zip(tmp_path / "a.zip", _videos())
     zb = write_mevis_zip(tmp_path / "b.zip", reordered)
     assert za.read_bytes() == zb.read_bytes()
@@ -373,11 +361,8 @@ def test_split_folder_copy_reads_identically(tmp_path: Path) -> None:
 
 def _zip_split_with_extra_entry(tmp_path: Path, entry: str) -> Path:
     folder = write_mevis_split(tmp_path / "s", _videos())
-    z = tmp_path / "crafted.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, str(f.relative_to(folder)))
+    z = zip_folder(folder, tmp_path / "crafted.zip")
+    with zipfile.ZipFile(z, "a") as zf:
         zf.writestr(entry, b"payload")
     return z
 

@@ -3,7 +3,6 @@ spellings, malformed input, atomic and deterministic writes."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import zipfile
@@ -22,6 +21,7 @@ from rvos_core.formats.ytvos import (
     read_ytvos_split,
     write_ytvos_split,
 )
+from _files import tree_hash, zip_folder
 
 TRUCK = SHARED_DATA / "refytvos_0c04834d61_truck"
 H, W, T = 40, 56, 3
@@ -158,21 +158,12 @@ def test_reader_accepts_every_obj_id_spelling(tmp_path: Path) -> None:
 
 def test_zip_with_a_top_folder_reads_identically(tmp_path: Path) -> None:
     folder = write_ytvos_split(tmp_path / "train", _videos())
-    z = tmp_path / "train.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, "train/" + str(f.relative_to(folder)))
-    _check_round_trip(z)
+    _check_round_trip(zip_folder(folder, tmp_path / "train.zip", prefix="train/"))
 
 
 def test_official_zip_without_meta_expressions_takes_an_explicit_file(tmp_path: Path) -> None:
     folder = write_ytvos_split(tmp_path / "train", _videos())
-    z = tmp_path / "train.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file() and f.name != "meta_expressions.json":
-                zf.write(f, "train/" + str(f.relative_to(folder)))
+    z = zip_folder(folder, tmp_path / "train.zip", prefix="train/", exclude=frozenset({"meta_expressions.json"}))
     with pytest.raises(FileNotFoundError, match="meta_expressions.json"):
         read_ytvos_split(z)
     with read_ytvos_split(z, meta_expressions=folder / "meta_expressions.json") as split:
@@ -274,22 +265,15 @@ def test_writer_rejects_bad_input_and_leaves_nothing(tmp_path: Path, change, mes
     assert list(tmp_path.iterdir()) == []
 
 
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
 
 def test_writes_are_deterministic_and_refuse_non_empty_folders(tmp_path: Path) -> None:
     a = write_ytvos_split(tmp_path / "a", _videos())
     b = write_ytvos_split(tmp_path / "b", dict(reversed(list(_videos().items()))))
-    assert _tree_hash(a) == _tree_hash(b)
+    assert tree_hash(a) == tree_hash(b)
     with pytest.raises(FileExistsError, match="not empty"):
         write_ytvos_split(a, _videos())
     (a / "stale.txt").write_text("old")
     write_ytvos_split(a, _videos(), overwrite=True)
-    assert not (a / "stale.txt").exists() and _tree_hash(a) == _tree_hash(b)
+    assert not (a / "stale.txt").exists() and tree_hash(a) == tree_hash(b)
     shutil.rmtree(b)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

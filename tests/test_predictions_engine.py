@@ -4,7 +4,6 @@ inside a folder / zip / given apart / an explicit mapping, clear errors, and the
 from __future__ import annotations
 
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from rvos_core.formats.predictions import write_prediction_zip
 from rvos_core.masks import write_mask_png
 from rvos_core.synthetic import write_split
 from rvos_core.video import open_video
+from _files import zip_folder
 
 T, H, W = 4, 48, 64
 
@@ -74,11 +74,7 @@ def test_segment_returns_the_predicted_masks_matched_by_name_and_text(data):
 
 def test_zip_with_meta_inside_a_wrapping_folder(data, tmp_path):
     split, pred, truth = data
-    archive = tmp_path / "sub.zip"
-    with zipfile.ZipFile(archive, "w") as zf:  # everything under one top folder, as zip tools make
-        for p in sorted(pred.rglob("*")):
-            if p.is_file():
-                zf.write(p, "submission/" + p.relative_to(pred).as_posix())
+    archive = zip_folder(pred, tmp_path / "sub.zip", prefix="submission/")  # one top folder, as zip tools make
     (video, exp_id), (text, gt) = next(iter(truth.items()))
     engine = get_engine("predictions", checkpoint=archive)
     assert isinstance(engine, PredictionsEngine) and engine.source.is_zip

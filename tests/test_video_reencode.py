@@ -1,4 +1,4 @@
-"""Tests for rvos_core.video.reencode_for_scrubbing / max_keyframe_gap (long-GOP clips, issue 4 part 6)."""
+"""Tests for rvos_core.video.reencode_for_scrubbing / VideoSource.max_keyframe_gap (long-GOP clips, issue 4 part 6)."""
 
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_reencode_shortens_keyframe_gap_and_keeps_every_frame(long_gop_clip, tmp_path):
     with V.open_video(long_gop_clip) as before:
-        assert V.max_keyframe_gap(before) == 50 and before.keyframe_indices == (0,)
+        assert before.max_keyframe_gap == 50 and before.keyframe_indices == (0,)
         original = np.stack(list(before.iter_frames()))
     seen: list[tuple[int, int]] = []
     out = V.reencode_for_scrubbing(long_gop_clip, tmp_path / "fast.mp4", keyframe_interval=10,
                                    progress=lambda done, total: seen.append((done, total)))
     assert out == tmp_path / "fast.mp4" and [p.name for p in tmp_path.iterdir()] == ["fast.mp4"]
     with V.open_video(out) as after:
-        assert after.keyframe_indices == (0, 10, 20, 30, 40) and V.max_keyframe_gap(after) == 10
+        assert after.keyframe_indices == (0, 10, 20, 30, 40) and after.max_keyframe_gap == 10
         assert (after.meta.num_frames, after.meta.width, after.meta.height) == (50, 854, 480)
         assert after.meta.fps == pytest.approx(24.0)
         # same frames in the same order (lossy re-compression only): each is closest to its own original
@@ -58,7 +58,7 @@ def test_reencode_shortens_keyframe_gap_and_keeps_every_frame(long_gop_clip, tmp
 
 def test_frame_folder_gap_is_one_and_cannot_be_reencoded(tmp_path):
     with V.open_video(SWAN_JPG) as folder:
-        assert V.max_keyframe_gap(folder) == 1
+        assert folder.max_keyframe_gap == 1
     with pytest.raises(V.VideoError, match="frame folder"):
         V.reencode_for_scrubbing(SWAN_JPG, tmp_path / "x.mp4")
     assert not list(tmp_path.iterdir())

@@ -109,7 +109,7 @@ def _load_resume_state(net: torch.nn.Module, state: dict[str, torch.Tensor], exc
     """
     result = net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                                  strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(excluded)] if excluded else list(result.missing_keys)
+    missing = [k for k in result.missing_keys if not k.startswith(excluded)]  # startswith(()) is False
     if missing or result.unexpected_keys:
         raise ValueError(f"{path}: cannot resume, the checkpoint does not fit the config: "
                          f"missing {missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}")
