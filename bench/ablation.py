@@ -13,6 +13,7 @@ trained again (``--force`` retrains it); an interrupted variant resumes from its
 Usage:
     python -m rvos_core synth --out /tmp/heldout --videos 40 --seed 1000 --frames 24
     python bench/ablation.py --heldout /tmp/heldout --out runs/ablation [--minutes 20] [--variants a,b] [--list]
+        [--vocabulary full|basic] [--seed N]
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def train_variant(variant: Variant, cfg_path: Path, run_dir: Path, a: argparse.N
     opts = TrainOptions(config=str(cfg_path), out_dir=str(run_dir), data="synthetic", steps=MAX_STEPS,
                         batch_size=a.batch_size, seed=a.seed, image_size=image_size, device=a.device,
                         threads=a.threads, time_budget_min=a.minutes, synthetic_frames=a.synthetic_frames,
-                        **variant.train)
+                        vocabulary=a.vocabulary, **variant.train)
     return train(opts, progress=not a.quiet)
 
 
@@ -137,7 +138,8 @@ def run_variant(variant: Variant, base, a: argparse.Namespace) -> dict[str, Any]
     run_dir = Path(a.out) / variant.name.replace("=", "-")
     result_path = run_dir / "result.json"
     protocol = {"base": base.name, "budget_min": a.minutes, "seed": a.seed, "batch_size": a.batch_size,
-                "synthetic_frames": a.synthetic_frames, "heldout": str(a.heldout), "limit": a.limit}
+                "synthetic_frames": a.synthetic_frames, "vocabulary": a.vocabulary, "heldout": str(a.heldout),
+                "limit": a.limit}
     if result_path.exists() and not a.force:
         cached = json.loads(result_path.read_text())
         if cached.get("protocol") == protocol:
@@ -166,7 +168,8 @@ def markdown_table(records: Sequence[dict[str, Any]], header: dict[str, Any]) ->
     multi-object J&F and the difference to the baseline's J&F (fractions in [0, 1])."""
     base_jf = next((r["J&F"] for r in records if r["variant"] == "baseline"), None)
     lines = [f"Base config `{header['base']}`, {header['minutes']} min training per variant (seed {header['seed']}, "
-             f"batch {header['batch_size']}, synthetic clips of {header['synthetic_frames']} frames, {header['device']}), "
+             f"batch {header['batch_size']}, synthetic clips of {header['synthetic_frames']} frames, "
+             f"`{header['vocabulary']}` motion vocabulary, {header['device']}), "
              f"held-out split `{header['heldout']}` ({header['expressions']} expressions).", "",
              "| variant | source | steps | J&F | Δ J&F | J | F | " + " | ".join(f"J&F {k}" for k in KINDS)
              + " | J&F multi-object |",
@@ -191,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--synthetic-frames", type=int, default=24,
                     help="frames per generated training clip; T of them are sampled (default 24)")
+    ap.add_argument("--vocabulary", default="full", choices=("basic", "full"),
+                    help="synthetic motion vocabulary of the training clips (default full, as `synth`'s default)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N held-out videos")
@@ -227,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         records.append(run_variant(v, base, a))
         print(f"   J&F {records[-1]['J&F']:.3f} after {records[-1]['steps']} steps", flush=True)
     header = {"base": base.name, "minutes": a.minutes, "seed": a.seed, "batch_size": a.batch_size,
-              "synthetic_frames": a.synthetic_frames, "device": a.device, "heldout": a.heldout,
+              "synthetic_frames": a.synthetic_frames, "vocabulary": a.vocabulary, "device": a.device,
+              "heldout": a.heldout,
               "expressions": records[0]["num_expressions"]}
     table = markdown_table(records, header)
     out = Path(a.out) / "ablation.md"

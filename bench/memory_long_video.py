@@ -3,7 +3,7 @@
 Usage: python bench/memory_long_video.py [--workdir DIR] [--minutes 10] [--fps 30] [--size 1080x1920]
                                          [--gop 250 30] [--preset veryfast] [--crf 20] [--scrub 200]
                                          [--annotate 5] [--steps 30] [--seed 0] [--idle 3] [--encode-samples 10]
-                                         [--rss-cap-mb 6000]
+                                         [--rss-cap-mb 6000] [--scrub-copy wait|off]
 
 1. **Clip.** In ``--workdir`` (default ``<system temp>/rvos-bench-memory``, kept and reused: a clip is
    regenerated only when its file or its ``.json`` sidecar is missing or the parameters differ) one
@@ -451,9 +451,24 @@ def _annotate(wb: Any, sid: str, frames: list[int], timer: _TimedVideo, fps: flo
     return rows
 
 
+def _wait_for_scrub_copy(ws: Any) -> dict[str, Any]:
+    """Wait for the workspace's background fast-scrubbing copy (``demo.scrub``) and describe it."""
+    job = ws.scrub
+    if job is None:
+        return {"made": False}
+    t0 = time.perf_counter()
+    job.join()
+    return {"made": True, "state": job.state, "error": job.error, "encode_s": job.seconds,
+            "waited_s": time.perf_counter() - t0, "gap_before": job.gap, "gap_after": ws.video.max_keyframe_gap,
+            "bytes": job.dst.stat().st_size if job.dst.exists() else 0,
+            "ffmpeg_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
 def measure(clip: Path, scrub: int, annotate: int, steps: int, seed: int, idle: float,
-            rss_cap_mb: float, encode_samples: int) -> dict[str, Any]:
-    """Open ``clip`` through the app's service layer, idle, scrub, drag, idle, annotate; returns all figures."""
+            rss_cap_mb: float, encode_samples: int, scrub_copy: str = "wait") -> dict[str, Any]:
+    """Open ``clip`` through the app's service layer, (``scrub_copy="wait"``: wait for the app's background
+    fast-scrubbing copy of a long-GOP clip; ``"off"``: no copy, the app's ``scrub_copies=False``), idle, scrub,
+    drag, idle, annotate; returns all figures."""
     load_start = os.getloadavg()
     with RssSampler(rss_cap_mb) as sampler:
         with sampler.during("imports"):
@@ -461,12 +476,14 @@ def measure(clip: Path, scrub: int, annotate: int, steps: int, seed: int, idle: 
             from demo.store import SessionStore
         with tempfile.TemporaryDirectory() as store_root:
             store = SessionStore(root=store_root)
-            wb = Workbench(store, clip, refiner="grabcut")
+            wb = Workbench(store, clip, refiner="grabcut", scrub_copies=scrub_copy == "wait")
             sid = "bench"
             with sampler.during("open"):
                 t0 = time.perf_counter()
                 wb.open_sample(sid)
                 open_s = time.perf_counter() - t0
+            with sampler.during("fast-scrubbing copy"):
+                copy = _wait_for_scrub_copy(store.get(sid))
             video = store.get(sid).video
             timer = _TimedVideo(video)
             n = len(video)
@@ -490,7 +507,8 @@ def measure(clip: Path, scrub: int, annotate: int, steps: int, seed: int, idle: 
             stored = store.get(sid).session.stored_bytes()
             wb.close(sid)
     return {
-        "clip": str(clip), "num_frames": n, "open_s": open_s, "cache": cache, "stored_mask_bytes": stored,
+        "clip": str(clip), "num_frames": n, "open_s": open_s, "scrub_copy": copy, "cache": cache,
+        "stored_mask_bytes": stored,
         "idle": idles, "scrub": scrub_rows, "steps_back": back, "steps_fwd": fwd, "annotate": ann_rows,
         "encodings": encodings, "vmhwm_after_mb": sampler.marks, "vmhwm_mb": _proc_status_kb("VmHWM") / 1024,
         "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -523,6 +541,14 @@ def print_report(info: dict[str, Any], res: dict[str, Any]) -> None:
           f"(load {info['load_during'][0][0]:.1f} → {info['load_during'][1][0]:.1f})")
     print(f"load average (1 min) during measurement: {res['load'][0][0]:.1f} → {res['load'][1][0]:.1f} "
           f"on {res['cpus']} CPUs; open {res['open_s'] * 1000:.0f} ms; cache {res['cache']}")
+    copy = res.get("scrub_copy", {"made": False})
+    if copy["made"]:
+        print(f"fast-scrubbing copy (app, background ffmpeg at nice 10): {copy['state']}"
+              f"{' (' + str(copy['error']) + ')' if copy['error'] else ''}; encoded in {copy['encode_s'] or 0:.0f} s, "
+              f"{copy['bytes'] / 1e6:.0f} MB; keyframe gap {copy['gap_before']} → {copy['gap_after']} frames; "
+              f"ffmpeg peak RSS {copy['ffmpeg_maxrss_mb']:.0f} MB; measured below on the copy")
+    else:
+        print("fast-scrubbing copy: none (keyframes close enough, or --scrub-copy off)")
     print(f"{'ms (p50 / p95 / max)':24} {'decode':>23} {'show':>23} {'show CPU':>23} {'encode':>23} {'display':>23}")
     for label, rows in (("scrub random", res["scrub"]), ("drag backwards", res["steps_back"]),
                         ("drag forwards", res["steps_fwd"]), ("annotated frames", res["annotate"])):
@@ -585,6 +611,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--encode-samples", type=int, default=10, help="scrub frames re-encoded in other formats")
     ap.add_argument("--idle", type=float, default=3.0, help="seconds of idling after opening and after the drag")
     ap.add_argument("--rss-cap-mb", type=float, default=6000.0, help="abort a measurement whose RSS passes this")
+    ap.add_argument("--scrub-copy", choices=("wait", "off"), default="wait",
+                    help="wait for the app's background fast-scrubbing copy of a long-GOP clip and measure on it "
+                         "(default), or measure the original clip (the app with scrub_copies=False)")
     ap.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args(argv)
     if args.minutes <= 0 or args.fps <= 0 or args.scrub < 1 or args.annotate < 1 or args.steps < 1:
@@ -597,7 +626,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def _child_command(args: argparse.Namespace, clip: Path) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", str(clip), "--scrub", str(args.scrub),
            "--annotate", str(args.annotate), "--steps", str(args.steps), "--seed", str(args.seed),
-           "--idle", str(args.idle), "--rss-cap-mb", str(args.rss_cap_mb)]
+           "--idle", str(args.idle), "--rss-cap-mb", str(args.rss_cap_mb), "--scrub-copy", args.scrub_copy]
     return cmd + ["--encode-samples", str(args.encode_samples)]
 
 
@@ -622,7 +651,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.measure is not None:
         res = measure(args.measure, args.scrub, args.annotate, args.steps, args.seed, args.idle,
-                      args.rss_cap_mb, args.encode_samples)
+                      args.rss_cap_mb, args.encode_samples, args.scrub_copy)
         print(RESULT_MARK + json.dumps(res))
         return
     specs = list(_specs(args))
@@ -636,7 +665,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"VmHWM (MB) after: {marks}")
             continue
         print_report(infos[spec.name], res)
-        with atomic_output_path(args.workdir / (spec.name + ".result.json")) as tmp:
+        with atomic_output_path(args.workdir / (spec.name + f".{args.scrub_copy}.result.json")) as tmp:
             tmp.write_text(json.dumps(res))
 
 

@@ -67,7 +67,8 @@ DIRECTIONS = ("forward", "backward", "both")
 REFINE_SCOPES = ("frame", "all")
 #: What Run uses (per user): the app's model, or precomputed predictions (see :meth:`Workbench.set_engine`).
 ENGINE_KINDS = ("model", "predictions")
-#: Keyframe gap (frames) above which the clip line suggests re-encoding for a fast slider (see rvos_core.video).
+#: Keyframe gap (frames) above which an opened clip gets a background fast-scrubbing copy (demo.scrub), or,
+#: with ``scrub_copies=False``, the clip line suggests re-encoding it (see rvos_core.video).
 SLOW_SCRUB_GAP = 60
 
 
@@ -274,11 +275,13 @@ class Workbench:
         refiner: refiner name for :func:`rvos_core.refiners.registry.load_refiner` (``"auto"``, ``"grabcut"``, …).
         engine_factory: ``name → Engine``; default the shared registry (tests may inject one).
         refiner_factory: ``name → Refiner``; default the shared registry.
+        scrub_copies: re-encode opened clips whose keyframes are more than :data:`SLOW_SCRUB_GAP` frames
+            apart in the background and swap the copy in when ready (:mod:`demo.scrub`).
     """
 
     def __init__(self, store: SessionStore, sample: str | Path, model: str = "clip-rvos-tiny",
                  refiner: str = "auto", engine_factory: Callable | None = None,
-                 refiner_factory: Callable | None = None):
+                 refiner_factory: Callable | None = None, scrub_copies: bool = True):
         self.store = store
         self.sample = Path(sample)
         self.model = model
@@ -287,6 +290,7 @@ class Workbench:
         self._refiner_factory = refiner_factory or _default_refiner_factory
         self._refiner = None
         self._refiner_lock = threading.Lock()
+        self.scrub_copies = bool(scrub_copies)
 
     # ---- status lines -------------------------------------------------------------------------
 
@@ -363,11 +367,14 @@ class Workbench:
             video.close()
             raise
         with ws.lock:
-            old = ws.video
-            ws.video, ws.session = video, session
+            old, old_scrub = ws.video, ws.scrub
+            ws.video, ws.session, ws.scrub = video, session, None
+        if old_scrub is not None:
+            old_scrub.discard()
         if old is not None:
             old.close()
             _remove_upload(ws, Path(old.path))
+        self._start_scrub_copy(ws, video)
         return self._view(ws, 0, f"Opened {session.video_name}. Type an expression and press Run, "
                                  "or click on an object to start one.")
 
@@ -386,13 +393,18 @@ class Workbench:
         ws = self._workspace(session_hash)
         with ws.lock:
             video, session, predictions = ws.video, ws.session, ws.engine
+            ws.readers += 1
         t0 = time.perf_counter()
-        if predictions is not None:  # looked up by the session's MeViS video name (uploads keep theirs)
-            engine = predictions
-            result = predictions.segment(video, expression, progress=progress, video_name=session.video_name)
-        else:
-            engine = self._engine_factory(self.model)
-            result = engine.segment(video, expression, progress=progress)
+        try:
+            if predictions is not None:  # looked up by the session's MeViS video name (uploads keep theirs)
+                engine = predictions
+                result = predictions.segment(video, expression, progress=progress, video_name=session.video_name)
+            else:
+                engine = self._engine_factory(self.model)
+                result = engine.segment(video, expression, progress=progress)
+        finally:
+            with ws.lock:
+                ws.readers -= 1
         seconds = time.perf_counter() - t0
         with ws.lock:
             if ws.session is not session:
@@ -932,8 +944,64 @@ class Workbench:
             done = (session.redo() if redo else session.undo()) if possible else None
         return self._view(ws, frame, f"{verb}: {done}." if done else f"Nothing to {verb.lower()}.")
 
+    # ---- fast-scrubbing copy -----------------------------------------------------------------
+
+    def _start_scrub_copy(self, ws: Workspace, video: Any) -> None:
+        """Start re-encoding ``video`` (just opened) in the background when its keyframes are far apart.
+
+        The copy goes next to an uploaded clip (deleted with it) or, for a server file such as the
+        sample, into a fresh private folder that the job owns.
+        """
+        from demo.scrub import ScrubCopyJob
+
+        if not self.scrub_copies or video.is_folder or video.max_keyframe_gap <= SLOW_SCRUB_GAP:
+            return
+        src = Path(video.path)
+        clips = ws.tmp_dir / "clips"
+        try:
+            src.resolve().relative_to(clips.resolve())
+            folder, owned = src.parent, None
+        except ValueError:
+            clips.mkdir(parents=True, exist_ok=True)
+            folder = owned = Path(tempfile.mkdtemp(prefix="scrub-", dir=clips))
+        job = ScrubCopyJob(src, folder / f"{src.stem}.scrub.mp4", len(video), video.max_keyframe_gap,
+                           owned_dir=owned, on_ready=lambda j: self._swap_in_scrub_copy(ws, j))
+        with ws.lock:
+            if ws.video is not video:  # another clip was opened meanwhile
+                job.discard()
+                return
+            ws.scrub = job
+        job.start()
+
+    @staticmethod
+    def _swap_in_scrub_copy(ws: Workspace, job: Any = None) -> None:
+        """Swap the user's clip for its finished fast-scrubbing copy when nothing reads the clip
+        outside the lock (no propagation, no Run); otherwise a later call (every view) does it."""
+        from rvos_core.video import open_video
+
+        with ws.lock:
+            job = ws.scrub if job is None else job
+            if job is None or ws.scrub is not job or job.state != "ready" or ws.session is None:
+                return
+            if ws.readers or (ws.job is not None and not ws.job.finished):
+                return
+            try:
+                copy = open_video(job.dst)
+            except (OSError, ValueError) as e:
+                job.fail(f"cannot open the copy: {str(e).splitlines()[0]}")
+                return
+            try:
+                old = ws.session.replace_video(copy)
+            except ValueError as e:
+                copy.close()
+                job.fail(str(e).splitlines()[0])
+                return
+            ws.video, job.state = copy, "in use"
+        old.close()
+
     def _view(self, ws: Workspace, frame: int, status: str, selected: int | None = None,
               selected_exp: str | None = None) -> FrameView:
+        self._swap_in_scrub_copy(ws)
         with ws.lock:
             session = self._session(ws)
             frame = self._clamp(ws, frame)
@@ -943,10 +1011,13 @@ class Workbench:
                            for e in session.state.expressions.values()]
             workspace = None if session.workspace is None else str(session.workspace)
             meta = ws.video.meta
+            scrub = ws.scrub
         clip = (f"**{session.video_name}** · {meta.num_frames} frames · {meta.fps:.2f} fps · "
                 f"{meta.width}×{meta.height}")
         gap = ws.video.max_keyframe_gap
-        if gap > SLOW_SCRUB_GAP:
+        if scrub is not None:
+            clip += " · " + scrub.describe()
+        elif gap > SLOW_SCRUB_GAP:
             clip += (f" · keyframes up to {gap} frames apart, so jumping to a frame decodes up to {gap} frames: "
                      f"`python -m rvos_core reencode IN.mp4 OUT.mp4` makes the slider fast")
         return FrameView(image=image, frame=frame, num_frames=meta.num_frames, clip_info=clip,

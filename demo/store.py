@@ -41,6 +41,10 @@ class Workspace:
         engine: the engine this user's Run uses instead of the app's model (e.g. precomputed
             predictions), or None; anything with ``close()``, closed when replaced or when the workspace is freed.
         engine_dir: private folder (inside ``tmp_dir``) of that engine's uploaded files, or None.
+        scrub: the clip's background fast-scrubbing copy (``demo.scrub.ScrubCopyJob``) or None;
+            discarded when another clip is opened or the workspace is freed.
+        readers: how many of the user's events read ``video`` outside ``lock`` right now (Run); the
+            video is only swapped for its fast-scrubbing copy while this is 0.
     """
 
     session_hash: str
@@ -52,6 +56,8 @@ class Workspace:
     job: Any = None
     engine: Any = None
     engine_dir: Path | None = None
+    scrub: Any = None
+    readers: int = 0
 
     @property
     def autosave_root(self) -> Path:
@@ -186,6 +192,8 @@ def _free(ws: Workspace) -> None:
     already gone is ignored)."""
     if ws.job is not None:
         ws.job.cancel()
+    if ws.scrub is not None:
+        ws.scrub.discard()
     with ws.lock:
         video, ws.video, ws.session = ws.video, None, None
         engine, ws.engine = ws.engine, None

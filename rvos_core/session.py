@@ -906,6 +906,33 @@ class AnnotationSession:
         self.history: EditHistory = EditHistory(max_undo)
         self._workspace: _Workspace | None = None
 
+    def replace_video(self, video: VideoSource) -> VideoSource:
+        """Read frames from ``video`` from now on: another encoding of the same clip, e.g. the
+        :func:`rvos_core.video.reencode_for_scrubbing` copy of a clip with far-apart keyframes.
+
+        Masks, prompts, expressions, undo history and the autosave folder are kept (the workspace
+        manifest still names the clip it was started on; :class:`VideoIdentity` treats both as
+        the same video). Caches keyed by ``video.video_id`` (HQ-SAM embeddings) start empty for the
+        new source.
+
+        Args:
+            video: an open source with the same frame count, frame size and content (the
+                :class:`VideoIdentity` fingerprint: mean thumbnail difference ≤ 6 grey levels).
+
+        Returns:
+            The previous source, still open: the caller closes it once no other thread reads it.
+
+        Raises:
+            WorkspaceMismatchError: ``video`` has another frame count, size or content (the message
+                names both videos and the difference); nothing changes.
+        """
+        ours, theirs = VideoIdentity.of(self.video), VideoIdentity.of(video)
+        reason = ours.difference(theirs)
+        if reason is not None:
+            raise WorkspaceMismatchError(f"{theirs.describe()} is not another encoding of {ours.describe()}: {reason}")
+        old, self.video = self.video, video
+        return old
+
     # ----- geometry ------------------------------------------------------------------------
 
     @property

@@ -62,6 +62,9 @@ __all__ = [
     "sample_global",
     "sample_local",
     "write_video_mp4",
+    "reencode_for_scrubbing",
+    "ReencodeCancelled",
+    "SCRUB_KEYFRAME_INTERVAL",
 ]
 
 #: Video-file extensions decoded with decord (lower case, compared case-insensitively).
@@ -786,6 +789,10 @@ def _encode_frames(tmp: Path, frames: Iterable[np.ndarray], fps: float, crf: int
 SCRUB_KEYFRAME_INTERVAL = 15
 
 
+class ReencodeCancelled(Exception):
+    """:func:`reencode_for_scrubbing` was cancelled (its ``cancel`` flag was set); no output was written."""
+
+
 def reencode_for_scrubbing(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -793,6 +800,8 @@ def reencode_for_scrubbing(
     crf: int = 18,
     preset: str = "veryfast",
     progress: Callable[[int, int], None] | None = None,
+    cancel: Any = None,
+    nice: int = 0,
 ) -> Path:
     """Re-encode a video file as H.264 ``.mp4`` with a keyframe every ``keyframe_interval`` frames.
 
@@ -810,11 +819,17 @@ def reencode_for_scrubbing(
         crf: x264 constant rate factor 0–51.
         preset: x264 preset (``ultrafast`` … ``veryslow``); speed vs size only.
         progress: ``progress(frames_done, num_frames)`` while encoding.
+        cancel: anything with ``is_set() -> bool`` (a ``threading.Event``,
+            :class:`rvos_core.propagation.CancelToken`), polled at each ffmpeg progress report
+            (about twice a second): once set, ffmpeg is killed and the partial output removed.
+        nice: added to ffmpeg's niceness on POSIX (0–19; e.g. 10 for a background copy that
+            should not slow interactive work down); ignored elsewhere.
 
     Returns:
         ``dst`` as a Path.
 
     Raises:
+        ReencodeCancelled: ``cancel`` was set before the encode finished (``dst`` untouched).
         VideoError: ``src`` is not a readable video file; ffmpeg fails (its last message is quoted);
             the output's frame count or size differs from the source's.
         ValueError: bad ``dst``, ``keyframe_interval``, ``crf`` or ``preset``.
@@ -837,6 +852,8 @@ def reencode_for_scrubbing(
     presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
     if preset not in presets:
         raise ValueError(f"unknown x264 preset {preset!r}; valid: {', '.join(presets)}")
+    if isinstance(nice, bool) or not isinstance(nice, (int, np.integer)) or not 0 <= nice <= 19:
+        raise ValueError(f"nice must be an int in [0, 19], got {nice!r}")
     with open_video(src_path) as video:
         if video.is_folder:
             raise VideoError(f"{src_path}: a frame folder has no keyframes to change; re-encoding takes a video file")
@@ -849,7 +866,16 @@ def reencode_for_scrubbing(
                "-movflags", "+faststart", "-progress", "pipe:1", "-f", "mp4", str(tmp)]
         with tempfile.TemporaryFile("w+") as err_file, subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=err_file, text=True) as proc:
+            if nice and hasattr(os, "setpriority"):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, proc.pid, int(nice))
+                except OSError:  # the process may already have ended; its priority is moot then
+                    pass
             for line in proc.stdout or ():
+                if cancel is not None and cancel.is_set():
+                    proc.kill()
+                    proc.wait()
+                    raise ReencodeCancelled(f"{src_path}: re-encoding cancelled")
                 if line.startswith("frame=") and progress is not None:
                     progress(min(int(line[6:].strip() or 0), meta.num_frames), meta.num_frames)
             proc.wait()
