@@ -66,6 +66,17 @@ beside it; 2.1 → 1.8 for -g 30):
   15 frames) turns a long-interval clip into the second kind; the app's clip line suggests it when keyframes are
   more than 60 frames apart.
 * one GrabCut click: p50 90 ms, p95 255–280 ms; IoU with the shape 0.70 (min 0.15).
+
+Run of 2026-11-21, the app's background fast-scrubbing copy (``--scrub-copy wait``, the default; ``demo.scrub``:
+x264 ultrafast crf 20, keyframe every 15 frames, ffmpeg at nice 10), -g 250 clip, load 7.9 → 11.3 (a training run
+and an ablation run beside it):
+
+* the copy: 652 s for 18 000 frames while the clip was already open and usable, 1 841 MB, ffmpeg peak RSS 386 MB.
+* random-frame display on the copy p50 / p95: 106 / **166 ms (met)** (on the original: 294 / 608 ms above);
+  dragging backwards p95 165 ms, forwards p95 407 ms (a decoded run per cache miss).
+* peak RSS (VmHWM) **1 306 MB (met)**: higher than on the original (764 MB) because the copy decodes faster, so
+  decord's decoder thread gets further ahead between resets.
+* GrabCut click p50 249 ms at that load.
 """
 
 from __future__ import annotations
