@@ -373,6 +373,20 @@ def test_ablation_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_ablation_paired_delta_interval_on_hand_cases():
+    ablation = _load_ablation()
+
+    def rec(values):
+        return {"per_expression": {f"v/{i}": {"J&F": v} for i, v in enumerate(values)}}
+
+    base = rec([0.2, 0.4, 0.6, 0.8])
+    assert ablation.paired_delta_ci(rec([0.3, 0.5, 0.7, 0.9]), base) == pytest.approx((0.1, 0.1, 0.1))
+    mean, low, high = ablation.paired_delta_ci(rec([0.3, 0.3, 0.7, 0.7]), base)  # +0.1, -0.1, +0.1, -0.1
+    assert mean == pytest.approx(0.0, abs=1e-12) and low < 0.0 < high and low >= -0.1 - 1e-12 and high <= 0.1 + 1e-12
+    only_shared = rec([0.5]) | {"per_expression": {"v/0": {"J&F": 0.5}, "other/9": {"J&F": 1.0}}}
+    assert ablation.paired_delta_ci(only_shared, base) == pytest.approx((0.3, 0.3, 0.3))  # v/0 only
+
+
 def test_training_stream_vocabulary():
     from rvos_core.training.train import TrainOptions, synthetic_samples
 
