@@ -37,8 +37,8 @@ class ScrubCopyJob:
         on_ready: called (in the job's thread) once the copy is complete, e.g. to swap it in.
 
     Attributes:
-        state: ``"running"``, ``"ready"`` (copy complete, not in use yet), ``"in use"``, ``"failed"``
-            or ``"cancelled"``.
+        state: ``"running"``, ``"ready"`` (copy complete and opened as :attr:`video`, not in use yet),
+            ``"in use"``, ``"failed"`` or ``"cancelled"``.
         done / total: frames encoded so far / frame count.
         seconds: encode wall time once ready.
         error: the reason when ``state == "failed"``.
@@ -51,6 +51,7 @@ class ScrubCopyJob:
         self.state = "running"
         self.seconds: float | None = None
         self.error: str | None = None
+        self.video = None  # the copy, opened by the job's thread once complete (a VideoSource)
         self._cancel = threading.Event()
         self._on_ready = on_ready
         self._thread = threading.Thread(target=self._run, name=f"scrub-copy-{self.src.name}", daemon=True)
@@ -76,6 +77,8 @@ class ScrubCopyJob:
         if wait > 0 and self._thread.ident is not None and threading.current_thread() is not self._thread:
             self._thread.join(wait)
         if self.state != "in use":
+            if self.video is not None:
+                self.video.close()
             self.dst.unlink(missing_ok=True)
             if self.owned_dir is not None:
                 shutil.rmtree(self.owned_dir, ignore_errors=True)
@@ -106,7 +109,7 @@ class ScrubCopyJob:
         self.done = done
 
     def _run(self) -> None:
-        from rvos_core.video import ReencodeCancelled, reencode_for_scrubbing
+        from rvos_core.video import ReencodeCancelled, open_video, reencode_for_scrubbing
 
         t0 = time.perf_counter()
         try:
@@ -120,6 +123,11 @@ class ScrubCopyJob:
             self.fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
             return
         self.seconds, self.done = time.perf_counter() - t0, self.total
+        try:  # opened here, not under the workspace lock: reading a long file's index takes a while
+            self.video = open_video(self.dst)
+        except (OSError, ValueError) as e:
+            self.fail(f"cannot open the copy: {str(e).splitlines()[0]}")
+            return
         if self._cancel.is_set():  # cancelled after ffmpeg finished: nobody wants the copy
             self.state = "cancelled"
             self.discard()

@@ -976,9 +976,10 @@ class Workbench:
     @staticmethod
     def _swap_in_scrub_copy(ws: Workspace, job: Any = None) -> None:
         """Swap the user's clip for its finished fast-scrubbing copy when nothing reads the clip
-        outside the lock (no propagation, no Run); otherwise a later call (every view) does it."""
-        from rvos_core.video import open_video
+        outside the lock (no propagation, no Run); otherwise a later call (every view) does it.
 
+        The job's thread has opened the copy; the check against the workspace's fingerprint decodes
+        three frames of the copy only (keyframes every 15 frames: fast)."""
         with ws.lock:
             job = ws.scrub if job is None else job
             if job is None or ws.scrub is not job or job.state != "ready" or ws.session is None:
@@ -986,17 +987,11 @@ class Workbench:
             if ws.readers or (ws.job is not None and not ws.job.finished):
                 return
             try:
-                copy = open_video(job.dst)
-            except (OSError, ValueError) as e:
-                job.fail(f"cannot open the copy: {str(e).splitlines()[0]}")
-                return
-            try:
-                old = ws.session.replace_video(copy)
+                old = ws.session.replace_video(job.video)
             except ValueError as e:
-                copy.close()
                 job.fail(str(e).splitlines()[0])
                 return
-            ws.video, job.state = copy, "in use"
+            ws.video, job.state = job.video, "in use"
         old.close()
 
     def _view(self, ws: Workspace, frame: int, status: str, selected: int | None = None,

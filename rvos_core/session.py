@@ -926,7 +926,9 @@ class AnnotationSession:
             WorkspaceMismatchError: ``video`` has another frame count, size or content (the message
                 names both videos and the difference); nothing changes.
         """
-        ours, theirs = VideoIdentity.of(self.video), VideoIdentity.of(video)
+        # the autosave manifest already fingerprints the clip: no decoding of the (slow to seek) current source
+        ours = self._workspace.identity if self._workspace is not None else VideoIdentity.of(self.video)
+        theirs = VideoIdentity.of(video)
         reason = ours.difference(theirs)
         if reason is not None:
             raise WorkspaceMismatchError(f"{theirs.describe()} is not another encoding of {ours.describe()}: {reason}")
