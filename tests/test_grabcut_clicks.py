@@ -158,6 +158,25 @@ def test_prior_that_ignores_earlier_clicks_gets_a_global_refinement(refiner):
     assert iou(mask, obj) > 0.95  # both holes filled (measured 1.00; a local correction of the last click: 0.87)
 
 
+def test_positive_click_away_from_a_prior_on_another_object_cuts_afresh(refiner):
+    """An engine proposal on a look-alike elsewhere: a click on the real object segments all of it.
+
+    The target is pale with a brown patch, the prior covers a brown blob elsewhere; the click lands on the
+    patch. Seeded from the prior, GrabCut's foreground model is all brown and keeps only the patch."""
+    obj = ellipse((110, 130), (60, 40))
+    patch = ellipse((100, 125), (18, 14)) & obj
+    other = ellipse((255, 60), (30, 22))
+    frame = paint(textured_background(13), obj, (225, 220, 210), 14)
+    frame = paint(paint(frame, patch, (140, 80, 40), 15), other, (140, 80, 40), 16)
+    click, label = np.array([[100.0, 125.0]], np.float32), np.array([1])
+    mask = refiner.refine(frame, click, label, mask_prior=other).mask
+    assert iou(mask, obj) > 0.9  # measured 1.00; kept the prior-seeded cut: 0.11 (the patch only)
+    np.testing.assert_array_equal(mask, refiner.refine(frame, click, label).mask)  # as if there were no prior
+    # a prior on the clicked object itself is still used: the same click with the patch as prior keeps it
+    grown = refiner.refine(frame, click, label, mask_prior=patch).mask
+    assert grown[patch].all()
+
+
 # ---------------------------------------------------------------------------------------------- resampling
 
 

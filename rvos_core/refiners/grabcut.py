@@ -14,7 +14,11 @@ objects in N-D images", ICCV 2001). A call takes one of three paths:
    of a similar colour near the object: on DAVIS blackswan the swan's dark reflection).
 2. **Global refinement** (a box, or a prior with the first two clicks, or a prior that does not agree with
    the earlier clicks, e.g. the session's engine proposal): GrabCut on a crop around all prompts, seeded as
-   listed below; the whole crop may change.
+   listed below; the whole crop may change. When the result keeps nothing of the prior (no box, and the
+   components holding the positive clicks do not touch it) the prior marked some other object, e.g. an
+   engine proposal on a look-alike, and its colours only skewed the foreground model (on the sample dog
+   clip a click on the dog's brown patch then kept the patch alone, ~120 px): the cut is redone as a
+   seeded first click from the clicks alone (1 470–9 150 px, the dog's body).
 3. **Local correction** (a prior, no box, at least ``local_after`` clicks, the newest click contradicts the
    prior and every earlier one is honoured by it: the robot user's and RITM's protocol, where the prior is
    the mask the previous click gave). Only pixels near the newest click may change: a pixel ``p`` is free when
@@ -659,7 +663,20 @@ class GrabCutRefiner:
             mask &= inside
         if len(prompts.negative):
             mask = self._keep_components(self._split_at_negative_clicks(frame, mask, prompts, radius), prompts)
+        if self._prior_is_elsewhere(mask, prompts):
+            # the prior marks some other object: its colours only mislead the models, so cut afresh from the clicks
+            return self._global_refinement(frame, Prompts(prompts.points, prompts.labels, None, None), radius)
         return mask
+
+    @staticmethod
+    def _prior_is_elsewhere(mask: np.ndarray, prompts: Prompts) -> bool:
+        """True when a prior-seeded cut kept nothing of the prior (no box, at least one positive click).
+
+        The kept components are those holding a positive click, so the object the clicks mark does not
+        touch the prior at all: the prior (e.g. an engine proposal on a look-alike) is about something else.
+        """
+        return (prompts.mask_prior is not None and prompts.box is None and len(prompts.positive) > 0
+                and not (mask & prompts.mask_prior).any())
 
     def refine(
         self,
