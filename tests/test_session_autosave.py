@@ -227,7 +227,7 @@ def test_only_changed_objects_are_rewritten(clip_dir: Path, tmp_path: Path) -> N
 
 
 def test_failed_autosave_rolls_the_edit_back(clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rvos_core.session as session_module
+    import rvos_core.workspace as workspace_module
 
     video = open_video(clip_dir)
     s = AnnotationSession(video)
@@ -235,20 +235,20 @@ def test_failed_autosave_rolls_the_edit_back(clip_dir: Path, tmp_path: Path, mon
     s.accept_result("the two squares", _two_masklet_result())
     s.rename_object(0, "left")
     saved = _view(s)
-    real = session_module._write_json
+    real = workspace_module._write_json
 
     def disk_full(path: Path, obj: object) -> None:
         if path.name == WORKSPACE_MANIFEST:
             raise OSError(28, "No space left on device")
         real(path, obj)
 
-    monkeypatch.setattr(session_module, "_write_json", disk_full)
+    monkeypatch.setattr(workspace_module, "_write_json", disk_full)
     with pytest.raises(OSError, match="No space"):
         s.add_click(0, 1, 50, 50, True, DiskRefiner())
     with pytest.raises(OSError, match="No space"):
         s.undo()
     assert _view(s) == saved and s.get_object(0).name == "left"
-    monkeypatch.setattr(session_module, "_write_json", real)
+    monkeypatch.setattr(workspace_module, "_write_json", real)
     assert _view(AnnotationSession.resume(tmp_path / "ws", video)) == saved
     assert s.undo() == "rename object"  # the history is intact
     assert s.redo() == "rename object" and _view(s) == saved
