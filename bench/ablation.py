@@ -13,7 +13,7 @@ trained again (``--force`` retrains it); an interrupted variant resumes from its
 Usage:
     python -m rvos_core synth --out /tmp/heldout --videos 40 --seed 1000 --frames 24
     python bench/ablation.py --heldout /tmp/heldout --out runs/ablation [--minutes 20] [--variants a,b] [--list]
-        [--vocabulary full|basic] [--seed N]
+        [--vocabulary full|basic] [--seed N] [--image-size 128] [--input-size 128]
 """
 
 from __future__ import annotations
@@ -96,11 +96,15 @@ def _write_json(path: Path, data: object) -> None:
     _write_text(path, json.dumps(data, indent=2))
 
 
-def variant_config(base, variant: Variant, run_dir: Path) -> Path:
-    """Write the variant's config JSON (base fields + overrides, name ``<base>+<variant>``) and return its path."""
+def variant_config(base, variant: Variant, run_dir: Path, input_size: int | None = None) -> Path:
+    """Write the variant's config JSON (base fields + overrides, name ``<base>+<variant>``) and return its path.
+
+    ``input_size`` (px, short side at evaluation) replaces the base config's when given."""
     from rvos_core.engines.clip_rvos_model import ClipRvosConfig
 
     d = {**base.to_dict(), **variant.config(base), "name": f"{base.name}+{variant.name}", "checkpoint": None}
+    if input_size is not None:
+        d["input_size"] = int(input_size)
     ClipRvosConfig.from_dict(d)  # validate before training
     path = run_dir / "config.json"
     _write_json(path, d)
@@ -139,7 +143,7 @@ def run_variant(variant: Variant, base, a: argparse.Namespace) -> dict[str, Any]
     result_path = run_dir / "result.json"
     protocol = {"base": base.name, "budget_min": a.minutes, "seed": a.seed, "batch_size": a.batch_size,
                 "synthetic_frames": a.synthetic_frames, "vocabulary": a.vocabulary, "heldout": str(a.heldout),
-                "limit": a.limit}
+                "limit": a.limit, "image_size": a.image_size, "input_size": a.input_size or base.input_size}
     if result_path.exists() and not a.force:
         cached = json.loads(result_path.read_text())
         if cached.get("protocol") == protocol:
@@ -147,9 +151,9 @@ def run_variant(variant: Variant, base, a: argparse.Namespace) -> dict[str, Any]
     if a.force or result_path.exists():
         for name in ("last.pt", "final.pt", "metrics.jsonl", "result.json"):
             (run_dir / name).unlink(missing_ok=True)
-    cfg_path = variant_config(base, variant, run_dir)
+    cfg_path = variant_config(base, variant, run_dir, a.input_size)
     t0 = time.perf_counter()
-    final = train_variant(variant, cfg_path, run_dir, a, base.input_size)
+    final = train_variant(variant, cfg_path, run_dir, a, a.image_size)
     info = read_checkpoint(final)["train_info"]
     scores = evaluate_variant(cfg_path, final, a.heldout, a.device, a.limit, progress=not a.quiet)
     record = {"variant": variant.name, "source": variant.source, "config_overrides": variant.config(base),
@@ -193,7 +197,8 @@ def markdown_table(records: Sequence[dict[str, Any]], header: dict[str, Any]) ->
     over expressions (:func:`paired_delta_ci`; fractions in [0, 1])."""
     base = next((r for r in records if r["variant"] == "baseline"), None)
     lines = [f"Base config `{header['base']}`, {header['minutes']} min training per variant (seed {header['seed']}, "
-             f"batch {header['batch_size']}, synthetic clips of {header['synthetic_frames']} frames, "
+             f"batch {header['batch_size']}, synthetic clips of {header['synthetic_frames']} frames at "
+             f"{header['image_size']} px, evaluated at {header['input_size']} px short side, "
              f"`{header['vocabulary']}` motion vocabulary, {header['device']}), "
              f"held-out split `{header['heldout']}` ({header['expressions']} expressions).", "",
              "| variant | source | steps | J&F | Δ J&F [95 % CI] | J | F | "
@@ -225,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="frames per generated training clip; T of them are sampled (default 24)")
     ap.add_argument("--vocabulary", default="full", choices=("basic", "full"),
                     help="synthetic motion vocabulary of the training clips (default full, as `synth`'s default)")
+    ap.add_argument("--image-size", type=int, default=128,
+                    help="training clip size in px (square synthetic clips; default 128, as the shipped model)")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="evaluation short side in px (default: the base config's input_size)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N held-out videos")
@@ -262,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   J&F {records[-1]['J&F']:.3f} after {records[-1]['steps']} steps", flush=True)
     header = {"base": base.name, "minutes": a.minutes, "seed": a.seed, "batch_size": a.batch_size,
               "synthetic_frames": a.synthetic_frames, "vocabulary": a.vocabulary, "device": a.device,
-              "heldout": a.heldout,
+              "heldout": a.heldout, "image_size": a.image_size, "input_size": a.input_size or base.input_size,
               "expressions": records[0]["num_expressions"]}
     table = markdown_table(records, header)
     out = Path(a.out) / "ablation.md"

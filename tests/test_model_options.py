@@ -362,13 +362,18 @@ def test_ablation_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     base.write_text(json.dumps(micro_config().to_dict()))
     out = tmp_path / "runs"
     args = ["--heldout", str(heldout), "--out", str(out), "--minutes", "0.004", "--base", str(base),
-            "--variants", "baseline,query_init=pooled_mask", "--synthetic-frames", "8", "--batch-size", "1", "--quiet"]
+            "--variants", "baseline,query_init=pooled_mask", "--synthetic-frames", "8", "--batch-size", "1", "--quiet",
+            "--image-size", "64", "--input-size", "96"]
     assert ablation.main(args) == 0
     table = (out / "ablation.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| baseline") or line.startswith("| query_init")]
     assert len(rows) == 2 and "J&F motion" in table
     result = json.loads((out / "query_init-pooled_mask" / "result.json").read_text())
     assert result["steps"] >= 1 and 0.0 <= result["J&F"] <= 1.0 and result["config_overrides"] == {"query_init": "pooled_mask"}
+    # training and evaluation sizes are the options', not the base config's (64), and part of the protocol
+    assert json.loads((out / "baseline" / "config.json").read_text())["input_size"] == 96
+    assert (result["protocol"]["image_size"], result["protocol"]["input_size"]) == (64, 96)
+    assert "at 64 px, evaluated at 96 px" in table
     assert ablation.main(["--heldout", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
 
