@@ -13,244 +13,86 @@ undo and redo (:meth:`rvos_core.session.AnnotationSession.attach_workspace`). :m
 reopens such a folder (listed by :meth:`Workbench.workspaces`, or any server path) on the open clip;
 a workspace of another video is refused with the library's message naming both videos.
 
-Propagation (:meth:`Workbench.propagate`, :meth:`Workbench.stop`): one :class:`PropagationJob` per
-user at a time, holding a :class:`rvos_core.propagation.CancelToken`. The frames arrive one by one
-(streamed to the page) and are kept compressed; at the end they are written with
-:meth:`~rvos_core.session.AnnotationSession.apply_propagation` as ONE undoable edit. Stop sets the
-token (the library stops before its next frame; a frame being computed is dropped) and commits the
-frames done so far, also as one edit — whichever of the Stop handler and the (cancelled) generator
-gets there first commits, exactly once. A propagation that fails part-way commits nothing.
-
-Engine choice (:meth:`Workbench.set_engine`): each user's Run uses the app's model (default) or
-precomputed predictions (:class:`rvos_core.engines.predictions.PredictionsEngine`: a prediction
-folder / zip on the server or an uploaded zip, plus a ``meta_expressions.json`` when none is
-inside). The choice is per user (kept on the user's :class:`demo.store.Workspace`, closed with it);
-uploads are copied into the user's private folder. Predictions are looked up by the
-open session's video name, so an uploaded clip matches its MeViS folder name.
+The parts live in sibling modules and are re-exported here (this is the public import path):
+:mod:`demo.values` (the returned views, input checks), :mod:`demo.propagation` (propagation job,
+Propagate / Stop) and :mod:`demo.files` (engine choice, exports, uploads).
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import shutil
 import tempfile
 import threading
 import time
-import zipfile
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+# Names from the sibling modules are re-exported here (some are not used in this module): the app, the
+# tests and older code import them from demo.service.
+from demo.files import (
+    ENGINE_KINDS,
+    MAX_ZIP_BYTES,
+    ZIP_FRAME_EXTENSIONS,
+    EngineChoiceMixin,
+    ExportMixin,
+    _extract_frames,
+    _remove_upload,
+    _server_path,
+    _swap_engine,
+    _uploaded_copy,
+    _zip_folder,
+)
+from demo.propagation import DIRECTIONS, PropagationJob, PropagationMixin, PropagationProgress, _quietly
 from demo.store import SessionStore, Workspace
+from demo.values import (
+    _HEX_COLOR,
+    _RGB_COLOR,
+    ExpressionInfo,
+    FrameView,
+    ObjectInfo,
+    ProgressFn,
+    _as_obj_id,
+    _as_obj_ids,
+    _as_pixel,
+    _as_window,
+    _expression_text,
+    _object_info,
+    _require_exp_id,
+    _require_obj_id,
+    parse_color,
+)
 
 if TYPE_CHECKING:
     from rvos_core.session import AnnotationSession
 
-logger = logging.getLogger(__name__)
-
-#: ``progress(done, total, message)`` as in :mod:`rvos_core.engines.base`.
-ProgressFn = Callable[[int, int, str], None]
+__all__ = [
+    "CLIP_EXTENSIONS",
+    "ZIP_FRAME_EXTENSIONS",
+    "MAX_ZIP_BYTES",
+    "DIRECTIONS",
+    "REFINE_SCOPES",
+    "ENGINE_KINDS",
+    "SLOW_SCRUB_GAP",
+    "ProgressFn",
+    "ObjectInfo",
+    "ExpressionInfo",
+    "FrameView",
+    "PropagationProgress",
+    "PropagationJob",
+    "Workbench",
+    "parse_color",
+]
 
 #: Extensions accepted for an uploaded clip (a zip holds a folder of frames).
 CLIP_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".zip")
-#: Frame images taken from an uploaded zip (as ``rvos_core.video.FRAME_EXTENSIONS``).
-ZIP_FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
-#: Largest uncompressed size accepted for a zip of frames (bytes).
-MAX_ZIP_BYTES = 2 * 1024**3
-#: Propagation directions (as :data:`rvos_core.propagation.DIRECTIONS`).
-DIRECTIONS = ("forward", "backward", "both")
 #: What "Refine" works on: the shown frame, or every frame where the object has a mask.
 REFINE_SCOPES = ("frame", "all")
-#: What Run uses (per user): the app's model, or precomputed predictions (see :meth:`Workbench.set_engine`).
-ENGINE_KINDS = ("model", "predictions")
 #: Keyframe gap (frames) above which an opened clip gets a background fast-scrubbing copy (demo.scrub), or,
 #: with ``scrub_copies=False``, the clip line suggests re-encoding it (see rvos_core.video).
 SLOW_SCRUB_GAP = 60
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    """One object as the object list and the timeline show it.
-
-    Attributes:
-        obj_id: the object's id. name: its display name. color: ``(R, G, B)`` ints in 0..255.
-        mask_frames: frames (0-based, ascending) where it has a non-empty mask.
-        prompt_frames: frames (ascending) where it has clicks or a box.
-    """
-
-    obj_id: int
-    name: str
-    color: tuple[int, int, int]
-    mask_frames: tuple[int, ...]
-    prompt_frames: tuple[int, ...]
-
-    @property
-    def hex_color(self) -> str:
-        """The colour as ``"#rrggbb"``."""
-        return "#{:02x}{:02x}{:02x}".format(*self.color)
-
-
-@dataclass(frozen=True)
-class ExpressionInfo:
-    """One referring expression: ``exp_id`` (``"0"``, ``"1"``, …), its text and the obj_ids it refers to."""
-
-    exp_id: str
-    text: str
-    obj_ids: tuple[int, ...]
-
-
-@dataclass
-class FrameView:
-    """What the page shows after an action.
-
-    Attributes:
-        image: ``(H, W, 3)`` uint8 RGB overlay of the shown frame at original size (click markers drawn).
-        frame: index of the shown frame, 0-based.
-        num_frames: number of frames in the clip (>= 1).
-        clip_info: one Markdown line: name, frames, fps, size.
-        objects: ``(label, obj_id)`` choices for the object selector.
-        selected: obj_id to select, or None (the page keeps its selection).
-        status: one line describing the last action.
-        object_info: every object with its mask / prompt frames (object list, timeline).
-        expressions: every expression, in creation order.
-        selected_exp: exp_id to select, or None (the page keeps its selection).
-        workspace: the folder the session autosaves to, or None.
-    """
-
-    image: np.ndarray
-    frame: int
-    num_frames: int
-    clip_info: str
-    objects: list[tuple[str, int]] = field(default_factory=list)
-    selected: int | None = None
-    status: str = ""
-    object_info: list[ObjectInfo] = field(default_factory=list)
-    expressions: list[ExpressionInfo] = field(default_factory=list)
-    selected_exp: str | None = None
-    workspace: str | None = None
-
-
-@dataclass(frozen=True)
-class PropagationProgress:
-    """One propagated frame, streamed while :meth:`Workbench.propagate` runs.
-
-    Attributes:
-        frame: the frame just propagated. done / total: frames done so far / planned (both >= 1).
-        image: ``(H, W, 3)`` uint8 RGB: that frame with the object's new mask overlaid in its colour.
-        status: one progress line.
-    """
-
-    frame: int
-    done: int
-    total: int
-    image: np.ndarray
-    status: str
-
-
-class PropagationJob:
-    """One user's propagation of one object: a cancel token plus the frames done so far, committed once.
-
-    Frames are stored compressed as they arrive (:class:`rvos_core.session.CompactMask`), so a long
-    clip costs a few KB per frame. :meth:`finish` writes them with
-    :meth:`~rvos_core.session.AnnotationSession.apply_propagation` (one undo step) the first time it
-    is called and only returns the result afterwards; :meth:`add` refuses frames after that.
-
-    Args:
-        session: the session propagated in (the commit is skipped if the user's session changed).
-        obj_id: the object. start: the start frame. direction: as :data:`DIRECTIONS`.
-        total: frames planned (>= 1). overwrite: also overwrite hand-edited frames.
-    """
-
-    def __init__(self, session: AnnotationSession, obj_id: int, start: int, direction: str, total: int,
-                 overwrite: bool) -> None:
-        from rvos_core.propagation import CancelToken
-
-        self.session, self.obj_id, self.start, self.direction = session, obj_id, start, direction
-        self.total, self.overwrite = total, overwrite
-        self.token = CancelToken()
-        self.stop_handled = False  # set by Workbench.stop once it reported this job's stop
-        self.sources: dict[str, int] = {}
-        self.t0 = time.perf_counter()
-        self._frames: dict[int, Any] = {}
-        self._lock = threading.Lock()
-        self._written: list[int] | None = None
-
-    def cancel(self) -> None:
-        """Ask the propagation to stop before its next frame (see :class:`rvos_core.propagation.CancelToken`)."""
-        self.token.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        """True once :meth:`cancel` was called."""
-        return self.token.cancelled
-
-    @property
-    def finished(self) -> bool:
-        """True once the frames were committed (or abandoned)."""
-        return self._written is not None
-
-    @property
-    def done(self) -> int:
-        """Frames received so far."""
-        return len(self._frames)
-
-    def add(self, step: Any) -> bool:
-        """Keep one :class:`rvos_core.propagation.PropagationStep`; False (nothing kept) once finished."""
-        from rvos_core.session import CompactMask
-
-        stored = CompactMask.encode(step.mask) if step.mask.any() else None
-        with self._lock:
-            if self._written is not None:
-                return False
-            self._frames[int(step.frame)] = stored
-            self.sources[step.source] = self.sources.get(step.source, 0) + 1
-            return True
-
-    def finish(self, ws: Workspace) -> list[int]:
-        """Commit the frames so far as one edit (first call only); returns the frames written, ascending.
-
-        Nothing is written when the user's session is no longer the one propagated in.
-
-        Raises:
-            ValueError / LookupError: the library refused the commit (e.g. the object was deleted
-                meanwhile); the job then counts as finished with nothing written.
-        """
-        with self._lock:
-            if self._written is None:
-                self._written = []
-                with ws.lock:
-                    if ws.session is self.session and self._frames:
-                        self._written = self.session.apply_propagation(
-                            self.obj_id, self._decoded(), overwrite_hand_edits=self.overwrite)
-            return self._written
-
-    def abandon(self) -> None:
-        """Finish without writing anything (the propagation failed)."""
-        with self._lock:
-            if self._written is None:
-                self._written = []
-
-    def _decoded(self) -> Iterator[tuple[int, np.ndarray]]:
-        empty = np.zeros((self.session.height, self.session.width), bool)
-        for t, stored in sorted(self._frames.items()):
-            yield t, (empty if stored is None else stored.decode())
-
-    def summary(self, written: list[int]) -> str:
-        """One line: frames done, written and how each was made."""
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.sources.items()))
-        kept = self.done - len(written)
-        seconds = time.perf_counter() - self.t0
-        head = (f"Stopped after {self.done} of {self.total} frames" if self.cancelled
-                else f"Propagated object #{self.obj_id} {self.direction} from frame {self.start} "
-                     f"over {self.done} frames")
-        wrote = (f"{len(written)} frame{'s' if len(written) != 1 else ''} written as one edit (Undo removes them)"
-                 if written else "nothing written")
-        return (f"{head} in {seconds:.1f} s: {wrote}{f', {kept} hand-edited kept' if kept > 0 else ''}"
-                f"{f' ({kinds})' if kinds else ''}.")
 
 
 def _default_engine_factory(name: str):
@@ -265,7 +107,7 @@ def _default_refiner_factory(name: str):
     return load_refiner(name)
 
 
-class Workbench:
+class Workbench(EngineChoiceMixin, PropagationMixin, ExportMixin):
     """The app's operations on per-user workspaces.
 
     Args:
@@ -277,6 +119,9 @@ class Workbench:
         refiner_factory: ``name → Refiner``; default the shared registry.
         scrub_copies: re-encode opened clips whose keyframes are more than :data:`SLOW_SCRUB_GAP` frames
             apart in the background and swap the copy in when ready (:mod:`demo.scrub`).
+
+    Propagate / Stop, the engine choice and the exports are inherited from the mixins of
+    :mod:`demo.propagation` and :mod:`demo.files`.
     """
 
     def __init__(self, store: SessionStore, sample: str | Path, model: str = "clip-rvos-tiny",
@@ -417,68 +262,6 @@ class Workbench:
             status += " Nothing was referred; try another wording, or click on the object to add it."
         selected = entry.obj_ids[0] if n else None
         return self._view(ws, frame, status, selected=selected, selected_exp=entry.exp_id)
-
-    def set_engine(self, session_hash: str, kind: str, path: str | Path | None = None,
-                   upload: str | Path | None = None, meta_path: str | Path | None = None,
-                   meta_upload: str | Path | None = None) -> str:
-        """Choose what this user's Run uses: ``"model"`` (the app's engine) or ``"predictions"``.
-
-        Args:
-            kind: one of :data:`ENGINE_KINDS`.
-            path: predictions on the server: a folder or ``.zip`` of ``<video>/<exp_id>/<frame>.png``.
-            upload: an uploaded predictions ``.zip`` (copied into the user's folder; wins over ``path``).
-            meta_path / meta_upload: the split's ``meta_expressions.json`` (server path / upload; the
-                upload wins) when the predictions do not hold one.
-
-        Returns:
-            One status line: the engine now used and, for predictions, what they hold for the open clip.
-
-        Raises:
-            ValueError: unknown kind; no predictions given; a wrong file type; predictions or a meta
-                file the library refuses (its message). FileNotFoundError: a server path that does not exist.
-        """
-        if kind not in ENGINE_KINDS:
-            raise ValueError(f"engine must be one of {', '.join(ENGINE_KINDS)}, got {kind!r}")
-        ws = self.store.get_or_create(session_hash)
-        if kind == "model":
-            _swap_engine(ws, None, None)
-            return f"Run uses the model ({self.model})."
-        engine, folder, shown = self._open_predictions(ws, path, upload, meta_path, meta_upload)
-        _swap_engine(ws, engine, folder)
-        return f"Run uses precomputed predictions: {shown}. {self._predictions_hint(ws, engine)}"
-
-    def _open_predictions(self, ws: Workspace, path: str | Path | None, upload: str | Path | None,
-                          meta_path: str | Path | None, meta_upload: str | Path | None) -> tuple[Any, Path, str]:
-        """Build a PredictionsEngine from the user's inputs: ``(engine, folder of its uploads, description)``."""
-        from rvos_core.engines.registry import load_predictions_engine
-
-        folder = Path(tempfile.mkdtemp(prefix="predictions-", dir=ws.tmp_dir))
-        try:
-            source = (_uploaded_copy(upload, ".zip", folder, "predictions") if upload
-                      else _server_path(path, "predictions folder or .zip"))
-            meta = (_uploaded_copy(meta_upload, ".json", folder, "meta_expressions.json") if meta_upload
-                    else _server_path(meta_path, "meta_expressions.json") if str(meta_path or "").strip() else None)
-            engine = load_predictions_engine(source, meta_expressions=meta)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        n_exp = sum(len(engine.source.expressions(v)) for v in engine.videos())
-        name = Path(upload).name if upload else str(source)
-        return engine, folder, (f"{name} ({len(engine.videos())} videos, {n_exp} expression folders; "
-                        f"texts from {Path(engine.expressions_from).name})")
-
-    @staticmethod
-    def _predictions_hint(ws: Workspace, engine: Any) -> str:
-        """What the predictions hold for the open clip (or that they do not hold it)."""
-        if ws.session is None:
-            return "Open a clip whose name is one of the predicted videos."
-        name = ws.session.video_name
-        if name not in engine.videos():
-            return (f"The open clip {name!r} is not in them; open one of: "
-                    f"{', '.join(repr(v) for v in engine.videos()[:5])}{', …' if len(engine.videos()) > 5 else ''}.")
-        texts = [t for e, t in engine.expressions(name).items() if e in set(engine.source.expressions(name))]
-        return (f"The open clip {name!r} has {len(texts)} predicted expressions, e.g. "
-                f"{', '.join(f'“{t}”' for t in texts[:3])}: type one and press Run.")
 
     # ---- viewing ------------------------------------------------------------------------------
 
@@ -688,98 +471,6 @@ class Workbench:
                   f"prompts ({refiner.name}) in {time.perf_counter() - t0:.1f} s (one undo step).")
         return self._view(ws, frame, status, selected=oid)
 
-    def propagate(self, session_hash: str, frame: int, obj_id: int | None, direction: str = "forward",
-                  window: int | float | None = None, overwrite: bool = False,
-                  refit: bool = True) -> Iterator[PropagationProgress | FrameView]:
-        """Propagate the object's mask from the shown frame (:func:`rvos_core.propagation.propagate`).
-
-        Checks the arguments at once (errors are raised by this call, not by the iteration), then
-        returns an iterator: one :class:`PropagationProgress` per frame, then a :class:`FrameView`
-        after the commit (one undo step; see the module docstring for Stop).
-
-        Args:
-            frame: the start frame (the object must have a mask there).
-            direction: ``"forward"``, ``"backward"`` or ``"both"``.
-            window: frames per direction (>= 1); None or 0 for the clip's end.
-            overwrite: also overwrite hand-edited frames (clicks, boxes, manual masks); by default they are kept
-                and anchor the propagation.
-            refit: re-fit each warped mask with the refiner (slower, sharper); False for optical flow only.
-
-        Raises:
-            ValueError: no object selected, no mask on the start frame, a bad direction / window,
-                nothing to propagate, or a propagation already running. LookupError: unknown obj_id.
-        """
-        from rvos_core.propagation import frames_to_visit, propagate
-
-        oid = _require_obj_id(obj_id)
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
-        span = _as_window(window)
-        ws = self._workspace(session_hash)
-        refiner = self._get_refiner() if refit else None
-        with ws.lock:
-            self._refuse_while_propagating(ws)
-            session = self._session(ws)
-            start = self._clamp(ws, frame)
-            start_mask = session.mask(oid, start)
-            if not start_mask.any():
-                raise ValueError(f"object #{oid} has no mask on frame {start}; propagation starts from the shown "
-                                 "frame: click on the object here first, or go to a frame where it has a mask")
-            total = sum(len(p) for p in frames_to_visit(session.num_frames, start, direction, span))
-            if total == 0:
-                raise ValueError(f"nothing to propagate {direction} from frame {start} "
-                                 f"(the clip has frames 0 to {session.num_frames - 1})")
-            keep = session.hand_edited_frames(oid)
-            color = session.state.objects[oid].color
-            job = ws.job = PropagationJob(session, oid, start, direction, total, bool(overwrite))
-
-        def existing(t: int) -> np.ndarray | None:
-            with ws.lock:
-                return session.mask(oid, t) if oid in session.state.objects else None
-
-        steps = propagate(ws.video.get_frame, session.num_frames, start, start_mask, direction, span, refiner,
-                          keep=keep, existing_mask=existing, overwrite=bool(overwrite), cancel=job.token,
-                          frame_key_prefix=ws.video.video_id)
-        return self._run_job(ws, job, steps, color)
-
-    def _run_job(self, ws: Workspace, job: PropagationJob, steps: Iterator[Any],
-                 color: tuple[int, int, int]) -> Iterator[PropagationProgress | FrameView]:
-        from rvos_core.masks import overlay
-
-        try:
-            for step in steps:
-                if not job.add(step):
-                    break
-                image = overlay(ws.video.get_frame(step.frame), [step.mask], colors=[color])
-                bar = "█" * round(10 * job.done / job.total) + "░" * (10 - round(10 * job.done / job.total))
-                yield PropagationProgress(
-                    step.frame, job.done, job.total, image,
-                    f"Propagating object #{job.obj_id} {job.direction}: {bar} {job.done}/{job.total} · frame "
-                    f"{step.frame} ({step.source}, {step.ms:.0f} ms). Stop (Esc) keeps what is done.")
-        except GeneratorExit:  # the page cancelled the event (Stop): commit what is done, quietly
-            job.cancel()
-            _quietly(lambda: job.finish(ws))
-            raise
-        except BaseException:
-            job.abandon()
-            raise
-        written = job.finish(ws)
-        yield self._view(ws, job.start, job.summary(written), selected=job.obj_id)
-
-    def stop(self, session_hash: str, frame: int) -> FrameView:
-        """Stop this user's propagation: no further frame is computed, the frames done are committed as one edit.
-
-        Returns the view of ``frame`` with a status line (also when nothing was running).
-        """
-        ws = self._workspace(session_hash)
-        job = ws.job
-        if job is None or job.stop_handled or (job.finished and not job.cancelled):
-            return self._view(ws, frame, "Nothing to stop: no propagation is running.")
-        job.cancel()
-        written = job.finish(ws)
-        job.stop_handled = True
-        return self._view(ws, frame, job.summary(written), selected=job.obj_id)
-
     # ---- history ------------------------------------------------------------------------------
 
     def undo(self, session_hash: str, frame: int) -> FrameView:
@@ -817,65 +508,6 @@ class Workbench:
         st = session.state
         return self._view(ws, 0, f"Resumed {path.name}: {len(st.objects)} objects, {len(st.expressions)} expressions "
                                  "(undo history starts empty); autosaving there.")
-
-    # ---- export -------------------------------------------------------------------------------
-
-    def export_zip(self, session_hash: str, progress: ProgressFn | None = None) -> Path:
-        """Write the session as a MeViS zip into the user's private folder; returns its path."""
-        ws = self._workspace(session_hash)
-        self._require_objects(ws)
-        path = ws.export_path(ws.session.video_name, ".zip")
-        with ws.lock:
-            ws.session.export_mevis_zip(path, progress=progress)
-        return path
-
-    def export_mp4(self, session_hash: str, progress: ProgressFn | None = None) -> Path:
-        """Write the overlay video (every frame, every object) into the user's private folder."""
-        ws = self._workspace(session_hash)
-        path = ws.export_path(ws.session.video_name + "-overlay", ".mp4")
-        with ws.lock:
-            ws.session.export_overlay_mp4(path, progress=progress)
-        return path
-
-    def export_davis(self, session_hash: str) -> Path:
-        """Write every object as DAVIS palette PNGs (pixel value ``obj_id + 1``; where objects overlap the
-        higher obj_id wins), zipped as ``<video_name>/<frame>.png``; returns the zip's path.
-
-        Raises:
-            ValueError: no objects; an obj_id above 254 (library message).
-        """
-        ws = self._workspace(session_hash)
-        self._require_objects(ws)
-        folder = ws.export_path(ws.session.video_name + "-davis", "")
-        try:
-            with ws.lock:
-                session = self._session(ws)
-                session.export_davis_pngs(folder / session.video_name, on_overlap="last")
-            return _zip_folder(folder, folder.with_name(folder.name + ".zip"))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def export_predictions(self, session_hash: str) -> Path:
-        """Write every expression's masks in the MeViS prediction layout (``<video>/<exp_id>/<frame>.png``,
-        0/255, the union of its objects), zipped for submission; returns the zip's path.
-
-        Raises:
-            ValueError: no expression yet.
-        """
-        from rvos_core.formats.predictions import write_prediction_zip
-
-        ws = self._workspace(session_hash)
-        if not ws.session.state.expressions:
-            raise ValueError("no expression to export yet: run one, or add one and tick its objects")
-        folder = ws.export_path(ws.session.video_name + "-predictions", "")
-        try:
-            with ws.lock:
-                session = self._session(ws)
-                for exp_id in session.state.expressions:
-                    session.export_prediction_pngs(folder, exp_id)
-            return write_prediction_zip(folder.with_name(folder.name + ".zip"), folder)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     def close(self, session_hash: str) -> None:
         """Free this user's workspace (tab closed); a running propagation is cancelled, predictions closed."""
@@ -924,11 +556,6 @@ class Workbench:
         if obj_id not in ws.session.state.objects:
             raise ValueError(f"object #{obj_id} does not exist; pick one from the list")
         return obj_id, False
-
-    @staticmethod
-    def _require_objects(ws: Workspace) -> None:
-        if not ws.session.state.objects:
-            raise ValueError("nothing to export yet: run an expression or click on an object first")
 
     @staticmethod
     def _clamp(ws: Workspace, frame: int | float | None) -> int:
@@ -1021,126 +648,6 @@ class Workbench:
                          workspace=workspace)
 
 
-def _object_info(session: AnnotationSession) -> list[ObjectInfo]:
-    """Every object of ``session`` as :class:`ObjectInfo`, in creation order (caller holds the user's lock)."""
-    return [ObjectInfo(o.obj_id, o.name, tuple(o.color), tuple(sorted(o.masks)), tuple(sorted(o.prompts)))
-            for o in session.state.objects.values()]
-
-
-def _as_obj_id(value: int | float | str | None) -> int | None:
-    """An object selector value as an obj_id (None when nothing is selected).
-
-    Raises:
-        ValueError: a value that is not a whole number.
-    """
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"object {value!r} is not an object id; pick one from the list") from None
-    if not number.is_integer():
-        raise ValueError(f"object {value!r} is not an object id; pick one from the list")
-    return int(number)
-
-
-def _require_obj_id(value: int | float | str | None) -> int:
-    """:func:`_as_obj_id`, with ValueError when no object is selected."""
-    oid = _as_obj_id(value)
-    if oid is None:
-        raise ValueError("select an object first (or click on the frame to start one)")
-    return oid
-
-
-def _as_obj_ids(values: Sequence[int | str] | None) -> list[int]:
-    """A checkbox / API list of object ids as ints (None → [])."""
-    if values is None:
-        return []
-    if isinstance(values, (str, int, float)):
-        values = [values]
-    return [_require_obj_id(v) for v in values]
-
-
-def _require_exp_id(value: str | int | None) -> str:
-    """An expression selector value as an exp_id string; ValueError when none is selected."""
-    if value is None or str(value).strip() == "":
-        raise ValueError("select an expression first (or add one)")
-    return str(value).strip()
-
-
-def _expression_text(text: str | None) -> str:
-    """The expression stripped; ValueError when empty."""
-    text = (text or "").strip()
-    if not text:
-        raise ValueError("type an expression first, e.g. “the small dog running around the woman”")
-    return text
-
-
-def _as_pixel(value: int | float | str, what: str) -> int:
-    """A pixel coordinate from the page or the API as an int; ValueError naming ``what`` otherwise."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be a number of pixels, got {value!r}") from None
-    if not np.isfinite(number):
-        raise ValueError(f"{what} must be a finite number of pixels, got {value!r}")
-    return int(number)
-
-
-def _as_window(value: int | float | str | None) -> int | None:
-    """The propagation window: None / 0 → None (to the clip's end); else an int >= 1."""
-    if value is None or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"window must be a number of frames (0 = to the clip's end), got {value!r}") from None
-    if not number.is_integer() or number < 0:
-        raise ValueError(f"window must be a whole number of frames >= 0 (0 = to the clip's end), got {value!r}")
-    return int(number) or None
-
-
-_HEX_COLOR = re.compile(r"#?([0-9a-fA-F]{6}|[0-9a-fA-F]{3})")
-_RGB_COLOR = re.compile(r"rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*[\d.]+\s*)?\)")
-
-
-def parse_color(value: str | Sequence[int]) -> tuple[int, int, int]:
-    """A colour from the colour picker or the API as ``(R, G, B)`` ints in 0..255.
-
-    Accepts ``"#rrggbb"``, ``"#rgb"``, ``"rgb(r, g, b)"`` / ``"rgba(r, g, b, a)"`` (alpha ignored) and
-    a sequence of three ints.
-
-    Raises:
-        ValueError: anything else, or a channel outside 0..255.
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        if m := _HEX_COLOR.fullmatch(text):
-            digits = m.group(1) if len(m.group(1)) == 6 else "".join(c * 2 for c in m.group(1))
-            return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
-        if m := _RGB_COLOR.fullmatch(text):
-            channels = [round(float(g)) for g in m.groups()]
-        else:
-            channels = []
-    else:
-        try:
-            channels = [int(v) for v in value]
-        except (TypeError, ValueError):
-            channels = []
-    if len(channels) != 3 or not all(0 <= c <= 255 for c in channels):
-        raise ValueError(f"colour {value!r} is not #rrggbb, rgb(r, g, b) or three ints in 0..255")
-    return channels[0], channels[1], channels[2]
-
-
-def _quietly(fn: Callable[[], Any]) -> None:
-    """Call ``fn``; a user-facing error is logged instead of raised (where nobody can be told, e.g. a
-    cancelled stream)."""
-    try:
-        fn()
-    except (ValueError, LookupError, OSError) as exc:
-        logger.warning("propagation commit after cancel failed: %s", exc)
-
-
 @contextmanager
 def _drop_new_object_on_error(ws: Workspace, created: bool) -> Iterator[None]:
     """Undo the creation of a just-created object when the prompt that follows it fails."""
@@ -1150,99 +657,3 @@ def _drop_new_object_on_error(ws: Workspace, created: bool) -> Iterator[None]:
         if created:
             ws.session.undo()
         raise
-
-
-def _swap_engine(ws: Workspace, engine: Any, folder: Path | None) -> None:
-    """Make ``engine`` (None: the app's model) this user's engine for Run, with ``folder`` holding its
-    uploads; the previous one is closed and its uploads deleted."""
-    with ws.lock:
-        old, old_dir = ws.engine, ws.engine_dir
-        ws.engine, ws.engine_dir = engine, folder
-    if old is not None:
-        old.close()
-    if old_dir is not None:
-        shutil.rmtree(old_dir, ignore_errors=True)
-
-
-def _server_path(value: str | Path | None, what: str) -> Path:
-    """A path typed by the user that must exist on the server.
-
-    Raises:
-        ValueError: nothing given. FileNotFoundError: no such file or folder.
-    """
-    text = str(value or "").strip()
-    if not text:
-        raise ValueError(f"give the server path of the {what}, or upload it")
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist on the server")
-    return path
-
-
-def _uploaded_copy(upload: str | Path, suffix: str, folder: Path, name: str) -> Path:
-    """Copy an uploaded file into ``folder`` (Gradio's upload cache may be cleaned while it is in use).
-
-    Raises:
-        ValueError: another extension than ``suffix``. FileNotFoundError: the upload is gone.
-    """
-    src = Path(upload)
-    if src.suffix.lower() != suffix:
-        raise ValueError(f"{src.name}: expected a {suffix} file for the {name}")
-    if not src.is_file():
-        raise FileNotFoundError(f"uploaded file {src.name} is missing on the server; upload it again")
-    dest = folder / (name if name.endswith(suffix) else name + suffix)
-    shutil.copyfile(src, dest)
-    return dest
-
-
-def _zip_folder(folder: Path, zip_path: Path) -> Path:
-    """Zip every file under ``folder`` (paths relative to it, natural order, PNGs stored) atomically."""
-    from rvos_core.fileio import atomic_output_path
-
-    with atomic_output_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            zf.write(path, path.relative_to(folder).as_posix())
-    return zip_path
-
-
-def _remove_upload(ws: Workspace, clip_path: Path) -> None:
-    """Delete a closed clip's copy if it is an upload in the workspace (the sample is never touched)."""
-    clips = ws.tmp_dir / "clips"
-    try:
-        first = clip_path.resolve().relative_to(clips.resolve()).parts[0]
-    except (ValueError, IndexError):
-        return
-    shutil.rmtree(clips / first, ignore_errors=True)
-
-
-def _extract_frames(archive: Path, dest: Path) -> Path:
-    """Extract the frame images of a zip into ``dest`` (one folder, names kept) and return it.
-
-    Only ``.jpg/.jpeg/.png`` members are taken; they must all sit in one folder of the archive.
-
-    Raises:
-        ValueError: not a zip, no frame images, frames in several folders, or more than
-            :data:`MAX_ZIP_BYTES` uncompressed.
-    """
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{archive.name}: not a readable zip file ({e})") from None
-    with zf:
-        frames = [m for m in zf.infolist() if not m.is_dir() and Path(m.filename).suffix.lower() in ZIP_FRAME_EXTENSIONS
-                  and not Path(m.filename).name.startswith(".") and "__MACOSX" not in m.filename]
-        if not frames:
-            raise ValueError(f"{archive.name}: no {'/'.join(ZIP_FRAME_EXTENSIONS)} frames inside; "
-                             "expected a zip of one folder of frames")
-        folders = {str(Path(m.filename).parent) for m in frames}
-        if len(folders) > 1:
-            raise ValueError(f"{archive.name}: frames are spread over {len(folders)} folders "
-                             f"({', '.join(sorted(folders)[:3])}…); expected one folder of frames")
-        total = sum(m.file_size for m in frames)
-        if total > MAX_ZIP_BYTES:
-            raise ValueError(f"{archive.name}: {total / 1024**3:.1f} GB of frames uncompressed; "
-                             f"the limit is {MAX_ZIP_BYTES / 1024**3:.0f} GB")
-        for m in frames:
-            with zf.open(m) as fin, open(dest / Path(m.filename).name, "wb") as fout:
-                shutil.copyfileobj(fin, fout)
-    return dest
