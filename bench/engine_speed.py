@@ -40,6 +40,12 @@ A second 1-thread run of the final code a few minutes later (load 8.3): 1264 ms 
 (Peak RSS is the whole process: importing torch takes ~510 MB, the engine ~390 MB more, a segment
 run ~220 MB more.) Masks are bit-identical to the old path (``tests/test_engine_speed_equivalence.py``).
 
+Those figures are at the config's former 128 px input (224×128 for 854×480). Since the shipped config runs
+at 160 px (288×160, 1.6× the pixels; measured with the stage-5 weights, speed does not depend on them), 1 thread, load 3.6–3.7, 3 repeats: 1974 ms CPU
+(1966 ms wall) per run, 25.3 frames per CPU-second; network forward 1547 ms (32.3 frames per CPU-second
+for the forward alone); peak RSS 1161 MB. The same run at 128 px just before: 1328 ms CPU, 37.7 frames
+per CPU-second.
+
 What remains: the network forward is ~68 % of the CPU time with 1 thread (~20 ms per frame, ~50
 frames per CPU-second alone; its convolutions are ~75 % of it, the stride-4 3×3 FPN convolution alone
 ~11 %), then decode (12 %), upsampling (10 %), resize (4 %). With 2 torch threads on this machine the

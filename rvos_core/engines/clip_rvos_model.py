@@ -58,7 +58,11 @@ class ClipRvosConfig:
             (an open_clip CLIP built from this architecture, random init) or
             ``{"source": "open_clip", "model": "convnext_large_d_320", "pretrained": "<tag>", "weight": "<weights.py name>"}``.
         freeze_backbone: keep the CLIP weights frozen (no gradients, eval mode).
-        input_size: short side, in pixels, that frames are resized to (rounded to a multiple of 32).
+        input_size: short side, in pixels, that frames are resized to at inference (both sides rounded to
+            multiples of 32); the DIS flow of ``motion_input`` is computed at that size too. Training clips
+            have their own size (``TrainOptions.image_size``); a model may run best at a larger size than
+            it was trained at (the shipped ``clip-rvos-tiny``: trained at 128 px, run at 160 px, chosen on
+            a validation split, see ``assets/MODEL_CARD.md``).
         num_frames: T, frames sampled per clip (global sampling, seed 003).
         hidden_dim: D.
         num_queries: Q.
