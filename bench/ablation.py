@@ -96,15 +96,13 @@ def _write_json(path: Path, data: object) -> None:
     _write_text(path, json.dumps(data, indent=2))
 
 
-def variant_config(base, variant: Variant, run_dir: Path, input_size: int | None = None) -> Path:
-    """Write the variant's config JSON (base fields + overrides, name ``<base>+<variant>``) and return its path.
-
-    ``input_size`` (px, short side at evaluation) replaces the base config's when given."""
+def variant_config(base, variant: Variant, run_dir: Path, input_size: int) -> Path:
+    """Write the variant's config JSON (base fields + overrides, name ``<base>+<variant>``, evaluation short
+    side ``input_size`` px) and return its path."""
     from rvos_core.engines.clip_rvos_model import ClipRvosConfig
 
-    d = {**base.to_dict(), **variant.config(base), "name": f"{base.name}+{variant.name}", "checkpoint": None}
-    if input_size is not None:
-        d["input_size"] = int(input_size)
+    d = {**base.to_dict(), **variant.config(base), "name": f"{base.name}+{variant.name}", "checkpoint": None,
+         "input_size": int(input_size)}
     ClipRvosConfig.from_dict(d)  # validate before training
     path = run_dir / "config.json"
     _write_json(path, d)
@@ -143,7 +141,7 @@ def run_variant(variant: Variant, base, a: argparse.Namespace) -> dict[str, Any]
     result_path = run_dir / "result.json"
     protocol = {"base": base.name, "budget_min": a.minutes, "seed": a.seed, "batch_size": a.batch_size,
                 "synthetic_frames": a.synthetic_frames, "vocabulary": a.vocabulary, "heldout": str(a.heldout),
-                "limit": a.limit, "image_size": a.image_size, "input_size": a.input_size or base.input_size}
+                "limit": a.limit, "image_size": a.image_size, "input_size": a.input_size}
     if result_path.exists() and not a.force:
         cached = json.loads(result_path.read_text())
         if cached.get("protocol") == protocol:
@@ -261,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not read_mevis_split(a.heldout).has_masks:
             raise ValueError(f"--heldout {a.heldout}: split has no mask_dict.json (needs ground truth)")
         base = load_config(a.base)
+        a.input_size = a.input_size or base.input_size
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -271,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"   J&F {records[-1]['J&F']:.3f} after {records[-1]['steps']} steps", flush=True)
     header = {"base": base.name, "minutes": a.minutes, "seed": a.seed, "batch_size": a.batch_size,
               "synthetic_frames": a.synthetic_frames, "vocabulary": a.vocabulary, "device": a.device,
-              "heldout": a.heldout, "image_size": a.image_size, "input_size": a.input_size or base.input_size,
+              "heldout": a.heldout, "image_size": a.image_size, "input_size": a.input_size,
               "expressions": records[0]["num_expressions"]}
     table = markdown_table(records, header)
     out = Path(a.out) / "ablation.md"

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-# Names from the sibling modules are re-exported here (some are not used in this module): the app, the
-# tests and older code import them from demo.service.
+# The public names of the sibling modules are re-exported here (see __all__): the app and the tests
+# import them from demo.service.
 from demo.files import (
     ENGINE_KINDS,
     MAX_ZIP_BYTES,
@@ -40,16 +40,10 @@ from demo.files import (
     ExportMixin,
     _extract_frames,
     _remove_upload,
-    _server_path,
-    _swap_engine,
-    _uploaded_copy,
-    _zip_folder,
 )
-from demo.propagation import DIRECTIONS, PropagationJob, PropagationMixin, PropagationProgress, _quietly
+from demo.propagation import DIRECTIONS, PropagationJob, PropagationMixin, PropagationProgress
 from demo.store import SessionStore, Workspace
 from demo.values import (
-    _HEX_COLOR,
-    _RGB_COLOR,
     ExpressionInfo,
     FrameView,
     ObjectInfo,
@@ -57,7 +51,6 @@ from demo.values import (
     _as_obj_id,
     _as_obj_ids,
     _as_pixel,
-    _as_window,
     _expression_text,
     _object_info,
     _require_exp_id,

@@ -18,7 +18,8 @@ objects in N-D images", ICCV 2001). A call takes one of three paths:
    components holding the positive clicks do not touch it) the prior marked some other object, e.g. an
    engine proposal on a look-alike, and its colours only skewed the foreground model (on the sample dog
    clip a click on the dog's brown patch then kept the patch alone, ~120 px): the cut is redone as a
-   seeded first click from the clicks alone (1 470–9 150 px, the dog's body).
+   seeded first click from the clicks alone (1 470 px on frame 7, 9 150 px on frame 12: the click grows
+   over the dog).
 3. **Local correction** (a prior, no box, at least ``local_after`` clicks, the newest click contradicts the
    prior and every earlier one is honoured by it: the robot user's and RITM's protocol, where the prior is
    the mask the previous click gave). Only pixels near the newest click may change: a pixel ``p`` is free when
